@@ -1,0 +1,45 @@
+# Every target that runs code sets up the virtualenv first, so each works on a fresh clone.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup test lint format demo reproduce bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup  ## lint, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: setup  ## meta-train on quadratics (small budget), compare with tuned baselines, plot
+	$(BIN)/l2l meta-train --task quadratic --config configs/demo.yaml --out runs/demo --force
+	$(BIN)/l2l compare --task quadratic --config configs/demo.yaml --learned runs/demo --out runs/demo/compare
+	@echo "demo outputs: runs/demo/ (checkpoints, metrics.jsonl, meta_training.png) and runs/demo/compare/ (summary.md, loss.png, loss.pdf)"
+
+reproduce: setup  ## the paper's quadratic experiment (both variants) with the full budget
+	$(BIN)/l2l meta-train --task quadratic --config configs/quadratic.yaml --out runs/quadratic --force
+	$(BIN)/l2l compare --task quadratic --config configs/quadratic.yaml --learned runs/quadratic --out results/quadratic
+	$(BIN)/l2l meta-train --task quadratic --config configs/quadratic_deepmind.yaml --out runs/quadratic_deepmind --force
+	$(BIN)/l2l compare --task quadratic --config configs/quadratic_deepmind.yaml --learned runs/quadratic_deepmind --out results/quadratic_deepmind
+	@echo "figures and tables: results/*/ (loss.png, loss.pdf, summary.md)"
+
+bench: setup  ## meta-training and evaluation throughput -> runs/bench.json
+	$(BIN)/python scripts/benchmark.py --out runs/bench.json
+
+clean:
+	rm -rf $(VENV) runs results .pytest_cache .ruff_cache *.egg-info

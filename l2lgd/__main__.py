@@ -1,0 +1,5 @@
+"""`python -m l2lgd` runs the `l2l` command line."""
+
+from l2lgd.cli import main
+
+main()

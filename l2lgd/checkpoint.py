@@ -1,0 +1,91 @@
+"""Checkpoints as msgpack files (flax.serialization), written atomically, read with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from l2lgd.config import OptimizerConfig, optimizer_config_from_dict
+from l2lgd.errors import CheckpointError, ConfigError
+from l2lgd.optimizers.lstm import init_lstm_weights
+
+WEIGHTS_FORMAT = "l2lgd-learned-optimizer"
+WEIGHTS_VERSION = 1
+
+
+def save_tree(path: Path, tree: dict[str, Any]) -> None:
+    """Writes `tree` to `path` atomically: a reader sees the old file or the new one, never half."""
+    data = serialization.msgpack_serialize(jax.tree.map(_to_numpy, tree))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _to_numpy(leaf: Any) -> Any:
+    """Device arrays become numpy arrays; strings and Python numbers are stored as they are."""
+    return np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf
+
+
+def load_tree(path: Path) -> dict[str, Any]:
+    """Reads a tree written by `save_tree`; a missing or corrupt file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        tree = serialization.msgpack_restore(path.read_bytes())
+    except Exception as error:  # msgpack raises several unrelated types on garbage input
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not an l2lgd file ({error})"
+        ) from None
+    if not isinstance(tree, dict):
+        raise CheckpointError(f"checkpoint {path} is not an l2lgd file")
+    return tree
+
+
+def save_weights(
+    path: Path, weights: Any, config: OptimizerConfig, provenance: dict[str, Any]
+) -> None:
+    """Saves learned-optimizer weights with the architecture needed to use them, and provenance."""
+    save_tree(
+        path,
+        {
+            "format": WEIGHTS_FORMAT,
+            "version": WEIGHTS_VERSION,
+            "optimizer": dataclasses.asdict(config),
+            "provenance": provenance,
+            "weights": serialization.to_state_dict(weights),
+        },
+    )
+
+
+def load_weights(path: Path) -> tuple[dict[str, Any], OptimizerConfig, dict[str, Any]]:
+    """Loads (weights, optimizer config, provenance) written by `save_weights`."""
+    tree = load_tree(path)
+    if tree.get("format") != WEIGHTS_FORMAT or "weights" not in tree:
+        raise CheckpointError(f"{path} is not a learned-optimizer weights file")
+    try:
+        config = optimizer_config_from_dict(tree["optimizer"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path} holds an invalid optimizer config: {error}") from None
+    weights = jax.tree.map(lambda leaf: np.asarray(leaf, np.float32), tree["weights"])
+    expected = jax.eval_shape(lambda key: init_lstm_weights(key, config), jax.random.key(0))
+    if jax.tree.structure(weights) != jax.tree.structure(expected) or any(
+        leaf.shape != spec.shape
+        for leaf, spec in zip(jax.tree.leaves(weights), jax.tree.leaves(expected), strict=True)
+    ):
+        raise CheckpointError(f"{path}: weight shapes do not match its optimizer config")
+    return weights, config, tree.get("provenance", {})

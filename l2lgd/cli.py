@@ -1,0 +1,268 @@
+"""The `l2l` command line: thin wrappers that parse options and call the library; no numerics here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from l2lgd import runs
+from l2lgd.config import TASK_NAMES, Config, load_config, with_overrides
+from l2lgd.errors import DivergenceError, L2LError
+
+app = typer.Typer(
+    help="Learning to learn by gradient descent by gradient descent: meta-train, evaluate, compare, plot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TaskOption = Annotated[str, typer.Option(help=f"Problem family: {', '.join(TASK_NAMES)}.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: built-in defaults)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a config field, e.g. --set meta.iterations=100 (repeatable)."
+    ),
+]
+SeedOption = Annotated[int | None, typer.Option(help="Training seed (config field `seed`).")]
+TestSeedOption = Annotated[
+    int | None, typer.Option(help="Seed of the held-out test problems (config field `eval.seed`).")
+]
+
+
+def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turns user errors into one line on stderr and exit code 2 (1 for a diverged run)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except L2LError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        except DivergenceError as error:
+            typer.echo(f"stopped: {error}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _resolve_config(
+    task: str,
+    config_path: Path | None,
+    overrides: list[str] | None,
+    seed: int | None = None,
+    test_seed: int | None = None,
+) -> Config:
+    """Config file (or defaults) + --task + --seed + --set, validated."""
+    extra = [f"task.name={task}"]
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    if test_seed is not None:
+        extra.append(f"eval.seed={test_seed}")
+    config = load_config(config_path, [*extra, *(overrides or [])])
+    if config_path is not None and load_config(config_path).task.name != task:
+        raise L2LError(f"--task {task} does not match task.name in {config_path}")
+    return config
+
+
+@app.command("meta-train")
+@_user_errors
+def meta_train_command(
+    task: TaskOption = "quadratic",
+    config: ConfigOption = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/TASK).")] = None,
+    seed: SeedOption = None,
+    set_: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Delete an existing run folder and start afresh.")
+    ] = False,
+    evaluate: Annotated[
+        bool, typer.Option(help="Evaluate the best weights on test problems at the end.")
+    ] = True,
+) -> None:
+    """Meta-train the LSTM optimizer; keep the best checkpoint by validation loss."""
+    from l2lgd.meta.train import meta_train
+    from l2lgd.progress import MetaTrainingDisplay
+
+    run_dir = out or Path("runs") / task
+    if resume:
+        if config is not None or set_ or seed is not None:
+            raise L2LError(
+                "--resume continues with the run's own config.yaml; drop --config/--set/--seed"
+            )
+        resolved = runs.load_run_config(run_dir)
+        if resolved.task.name != task:
+            raise L2LError(f"{run_dir} was trained on task {resolved.task.name}, not {task}")
+        if not runs.training_state_path(run_dir).is_file():
+            raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
+    else:
+        resolved = _resolve_config(task, config, set_, seed)
+        runs.create_run_dir(run_dir, resolved, force=force)
+    typer.echo(f"run folder: {run_dir}", err=True)
+    with MetaTrainingDisplay(resolved.meta.iterations) as display:
+        progress = meta_train(resolved, run_dir, resume=resume, on_iteration=display.update)
+    typer.echo(
+        f"best validation loss {progress.best_validation_loss:.4g} at iteration "
+        f"{progress.best_iteration}; weights: {runs.best_weights_path(run_dir)}",
+        err=True,
+    )
+    from l2lgd.plot import plot_meta_training
+
+    plot_meta_training(run_dir)
+    if evaluate:
+        _evaluate_and_report(resolved, str(run_dir), run_dir / "eval")
+
+
+@app.command("evaluate")
+@_user_errors
+def evaluate_command(
+    optimizer: Annotated[
+        str,
+        typer.Option(
+            help="A run folder, a weights file, or a baseline as NAME:LR (e.g. adam:0.1)."
+        ),
+    ],
+    task: TaskOption = "quadratic",
+    config: ConfigOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN/eval or runs/eval/NAME).")
+    ] = None,
+    test_seed: TestSeedOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
+    run_dir = Path(optimizer)
+    if config is None and run_dir.is_dir():
+        resolved = with_overrides(
+            runs.load_run_config(run_dir), [f"task.name={task}", *(set_ or [])]
+        )
+        if test_seed is not None:
+            resolved = with_overrides(resolved, [f"eval.seed={test_seed}"])
+    else:
+        resolved = _resolve_config(task, config, set_, test_seed=test_seed)
+    default_out = (
+        run_dir / "eval"
+        if run_dir.is_dir()
+        else Path("runs") / "eval" / optimizer.replace(":", "_")
+    )
+    _evaluate_and_report(resolved, optimizer, out or default_out)
+
+
+@app.command("compare")
+@_user_errors
+def compare_command(
+    task: TaskOption = "quadratic",
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated baselines to tune and compare.")
+    ] = "adam,rmsprop,nag,sgd",
+    learned: Annotated[
+        list[str] | None,
+        typer.Option(help="Learned optimizer: a run folder or weights file (repeatable)."),
+    ] = None,
+    config: ConfigOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: runs/compare-TASK).")
+    ] = None,
+    test_seed: TestSeedOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Tune each baseline's learning rate on training problems; compare all on the same test problems."""
+    from l2lgd.compare import compare
+    from l2lgd.optimizers.baselines import check_baseline_name
+    from l2lgd.plot import plot_curves
+    from l2lgd.sources import load_learned
+
+    names = [name.strip() for name in baselines.split(",") if name.strip()]
+    for name in names:
+        check_baseline_name(name)
+    resolved = _resolve_config(task, config, set_, test_seed=test_seed)
+    learned_optimizers = [load_learned(spec) for spec in learned or []]
+    out_dir = out or Path("runs") / f"compare-{task}"
+    typer.echo(
+        f"tuning {', '.join(names)} on {resolved.eval.num_tuning_problems} training problems, "
+        f"then evaluating on {resolved.eval.num_problems} test problems...",
+        err=True,
+    )
+    compare(resolved, names, learned_optimizers, out_dir)
+    figures = plot_curves(out_dir / "curves.json")
+    _print_results(out_dir, figures)
+
+
+@app.command("plot")
+@_user_errors
+def plot_command(
+    path: Annotated[Path, typer.Argument(help="A run folder or a comparison/evaluation folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the figures (default: next to the data).")
+    ] = None,
+) -> None:
+    """Draw the paper-style figure (loss vs step, log scale, mean and 95% CI) as PNG and PDF."""
+    from l2lgd.plot import find_curves, plot_curves, plot_meta_training
+
+    if not path.exists():
+        raise L2LError(f"{path} does not exist")
+    figures = []
+    if (path / runs.METRICS_FILE).is_file():
+        figures += plot_meta_training(path)
+    try:
+        figures += plot_curves(find_curves(path), out)
+    except L2LError:
+        if not figures:
+            raise
+    for figure in figures:
+        typer.echo(str(figure))
+
+
+def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> None:
+    """Evaluates one optimizer on the test problems and writes curves, table and figure."""
+    from l2lgd.compare import write_comparison
+    from l2lgd.evaluate import CurveSummary, baseline_curves, learned_curves
+    from l2lgd.optimizers.baselines import BASELINE_NAMES, parse_baseline_spec
+    from l2lgd.plot import plot_curves
+    from l2lgd.seeds import TEST_STREAM, stream_key
+    from l2lgd.sources import load_learned
+    from l2lgd.tasks import make_task
+
+    task = make_task(config.task)
+    key = stream_key(config.eval.seed, TEST_STREAM)
+    num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
+    if optimizer_spec.partition(":")[0] in BASELINE_NAMES:
+        name, learning_rate = parse_baseline_spec(optimizer_spec)
+        curves = baseline_curves(task, name, [learning_rate], key, num_problems, num_steps)[0]
+        summary = CurveSummary(name, curves, learning_rate=learning_rate)
+    else:
+        learned = load_learned(optimizer_spec)
+        summary = CurveSummary(
+            learned.label,
+            learned_curves(task, learned.weights, learned.config, key, num_problems, num_steps),
+        )
+    write_comparison(out_dir, config, [summary], tuning={})
+    _print_results(out_dir, plot_curves(out_dir / "curves.json"))
+
+
+def _print_results(out_dir: Path, figures: list[Path]) -> None:
+    typer.echo((out_dir / "summary.md").read_text())
+    typer.echo(
+        f"results: {out_dir}/ (curves.json, summary.md, {', '.join(f.name for f in figures)})"
+    )
+
+
+def main() -> None:
+    """Entry point for `python -m l2lgd`."""
+    app(prog_name="l2l")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

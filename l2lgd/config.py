@@ -1,0 +1,241 @@
+"""Experiment configuration: frozen, hashable dataclasses loaded from YAML and validated field by field.
+
+A config file has the sections `task`, `optimizer`, `meta` and `eval` plus a top-level `seed`.
+Every field has a type and a valid range; an unknown key, a wrong type or an out-of-range value
+is a `ConfigError` naming the field. CLI overrides use the same dotted names
+(`meta.learning_rate=0.003`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from l2lgd.errors import ConfigError
+
+TASK_NAMES = ("quadratic",)
+QUADRATIC_VARIANTS = ("paper", "deepmind")
+PREPROCESSINGS = ("none", "log_sign")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which problem family to sample from, and its shape."""
+
+    name: str = "quadratic"
+    variant: str = "paper"
+    dim: int = 10
+    init_std: float = 0.01
+
+    def validate(self) -> None:
+        _check_choice("task.name", self.name, TASK_NAMES)
+        _check_choice("task.variant", self.variant, QUADRATIC_VARIANTS)
+        _check_range("task.dim", self.dim, low=1)
+        _check_range("task.init_std", self.init_std, low=0.0)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The coordinatewise LSTM optimizer (paper: 2 layers of 20 units, linear output)."""
+
+    hidden_size: int = 20
+    num_layers: int = 2
+    preprocessing: str = "none"
+    preprocessing_p: float = 10.0
+    output_scale: float = 1.0
+
+    def validate(self) -> None:
+        _check_range("optimizer.hidden_size", self.hidden_size, low=1)
+        _check_range("optimizer.num_layers", self.num_layers, low=1)
+        _check_choice("optimizer.preprocessing", self.preprocessing, PREPROCESSINGS)
+        _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
+        _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training by truncated backpropagation through the optimizee's steps."""
+
+    iterations: int = 1000
+    num_problems: int = 128
+    num_steps: int = 100
+    unroll: int = 20
+    learning_rate: float = 1e-3
+    grad_clip: float = 0.0
+    second_derivatives: bool = False
+    validate_every: int = 25
+    num_validation_problems: int = 256
+
+    def validate(self) -> None:
+        _check_range("meta.iterations", self.iterations, low=1)
+        _check_range("meta.num_problems", self.num_problems, low=1)
+        _check_range("meta.num_steps", self.num_steps, low=1)
+        _check_range("meta.unroll", self.unroll, low=1)
+        if self.num_steps % self.unroll:
+            raise ConfigError(
+                f"meta.num_steps ({self.num_steps}) must be a multiple of meta.unroll ({self.unroll})"
+            )
+        _check_range("meta.learning_rate", self.learning_rate, low=0.0, strict=True)
+        _check_range("meta.grad_clip", self.grad_clip, low=0.0)
+        _check_range("meta.validate_every", self.validate_every, low=1)
+        _check_range("meta.num_validation_problems", self.num_validation_problems, low=1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation and baseline tuning."""
+
+    seed: int = 1
+    num_problems: int = 1000
+    num_steps: int = 100
+    num_tuning_problems: int = 1000
+    lr_min: float = 1e-4
+    lr_max: float = 10.0
+    lr_per_decade: int = 4
+
+    def validate(self) -> None:
+        _check_range("eval.seed", self.seed, low=0)
+        _check_range("eval.num_problems", self.num_problems, low=1)
+        _check_range("eval.num_steps", self.num_steps, low=1)
+        _check_range("eval.num_tuning_problems", self.num_tuning_problems, low=1)
+        _check_range("eval.lr_min", self.lr_min, low=0.0, strict=True)
+        _check_range("eval.lr_max", self.lr_max, low=self.lr_min)
+        _check_range("eval.lr_per_decade", self.lr_per_decade, low=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: what to optimize, how to meta-train, how to evaluate."""
+
+    seed: int = 0
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> Config:
+        _check_range("seed", self.seed, low=0)
+        for section in (self.task, self.optimizer, self.meta, self.eval):
+            section.validate()
+        return self
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Builds and validates a Config from nested plain values (as read from YAML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping of sections (task, optimizer, meta, eval)")
+    return _build(Config, raw, prefix="").validate()
+
+
+def optimizer_config_from_dict(raw: dict[str, Any]) -> OptimizerConfig:
+    """Builds and validates the optimizer section alone (as stored with learned weights)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("an optimizer config must be a mapping")
+    config = _build(OptimizerConfig, raw, prefix="optimizer.")
+    config.validate()
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as nested plain values, ready for YAML or JSON."""
+    return dataclasses.asdict(config)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Reads a YAML config (or the defaults when `path` is None) and applies `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Writes the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+    """A copy of `config` with `key=value` overrides applied and validated."""
+    raw = config_to_dict(config)
+    for override in overrides:
+        _apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like section.field=value")
+    *sections, leaf = key.strip().split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {section} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        names = ", ".join(prefix + name for name in unknown)
+        raise ConfigError(f"unknown config field(s): {names}; valid: {', '.join(sorted(fields))}")
+    values = {}
+    for name, value in raw.items():
+        full_name = prefix + name
+        default = fields[name].default_factory() if _has_factory(fields[name]) else None
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {full_name} must be a mapping")
+            values[name] = _build(type(default), value, prefix=full_name + ".")
+        else:
+            values[name] = _coerce(full_name, value, type(fields[name].default))
+    return cls(**values)
+
+
+def _has_factory(f: dataclasses.Field) -> bool:
+    return f.default_factory is not dataclasses.MISSING
+
+
+def _coerce(name: str, value: Any, expected: type) -> Any:
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value}")
+            return float(value)
+    elif expected is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{name} must be of type {expected.__name__}, got {value!r}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_range(name: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{name} must be {relation} {low}, got {value}")

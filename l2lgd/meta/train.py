@@ -1,0 +1,195 @@
+"""The meta-training loop: iterate, validate on held-out problems, keep the best weights, resume exactly.
+
+Randomness: iteration i uses fold_in(train_key, i) and validation a fixed key, so a run resumed
+from its latest checkpoint repeats exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from l2lgd import runs
+from l2lgd.checkpoint import load_tree, save_tree, save_weights
+from l2lgd.config import Config
+from l2lgd.errors import CheckpointError, DivergenceError
+from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
+from l2lgd.optimizers.lstm import init_lstm_weights, learned_optimizer
+from l2lgd.rollout import init_optimizee_state, rollout
+from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
+from l2lgd.tasks import Task, make_task, sample_batch
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run stands; saved in the latest checkpoint so that a resumed run continues exactly."""
+
+    iteration: int = 0
+    best_validation_loss: float = math.inf
+    best_iteration: int = -1
+
+
+def make_learned_evaluator(
+    task: Task, config: Config, num_problems: int, num_steps: int, key: jax.Array
+) -> Callable[[Any], jax.Array]:
+    """A jitted function weights -> loss curves (steps + 1, problems) on fixed sampled problems."""
+    problem_key, run_key = jax.random.split(key)
+
+    @jax.jit
+    def evaluate(weights: Any) -> jax.Array:
+        params, problems = sample_batch(task, problem_key, num_problems)
+        optimizer = learned_optimizer(weights, config.optimizer)
+        state = init_optimizee_state(optimizer, params)
+        return rollout(task, optimizer, state, problems, run_key, num_steps)[1]
+
+    return evaluate
+
+
+def final_mean_loss(curves: jax.Array) -> float:
+    """The validation metric: mean loss over problems at the last step (inf if not finite)."""
+    value = float(jnp.mean(curves[-1]))
+    return value if math.isfinite(value) else math.inf
+
+
+def meta_train(
+    config: Config,
+    run_dir: Path,
+    resume: bool = False,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingProgress:
+    """Meta-trains the LSTM optimizer and writes checkpoints and metrics into `run_dir`.
+
+    Args:
+      config: the experiment.
+      run_dir: an initialized run folder (see `runs.create_run_dir`).
+      resume: continue from `checkpoints/latest.msgpack` instead of starting afresh.
+      on_iteration: called after every iteration with that iteration's metrics (progress display).
+
+    Returns:
+      The final progress: iterations done, best validation loss and where it was reached.
+
+    Raises:
+      DivergenceError: a NaN or inf meta-loss; the checkpoints on disk are the last good ones.
+    """
+    task = make_task(config.task)
+    meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
+    validate = make_learned_evaluator(
+        task,
+        config,
+        config.meta.num_validation_problems,
+        config.meta.num_steps,
+        stream_key(config.seed, VALIDATION_STREAM),
+    )
+    train_key = stream_key(config.seed, TRAIN_STREAM)
+    initial_weights = init_lstm_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
+    meta_state = init_meta_state(initial_weights, config.meta)
+    progress = TrainingProgress()
+    if resume:
+        meta_state, progress = load_training_state(run_dir, meta_state)
+        runs.truncate_metrics(run_dir, progress.iteration)
+    else:
+        _validate_and_save(run_dir, config, meta_state, progress, validate, meta_loss=None)
+
+    start = time.perf_counter()
+    start_iteration = progress.iteration
+    while progress.iteration < config.meta.iterations:
+        meta_state, unroll_losses = meta_iteration(
+            meta_state, jax.random.fold_in(train_key, progress.iteration)
+        )
+        loss = float(jnp.mean(unroll_losses))
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                f"meta-loss became {loss} at iteration {progress.iteration + 1}; the last good "
+                f"checkpoints are in {run_dir / 'checkpoints'} (try a lower meta.learning_rate "
+                "or meta.grad_clip)"
+            )
+        progress.iteration += 1
+        record: dict[str, Any] = {"iteration": progress.iteration, "meta_loss": loss}
+        if progress.iteration % config.meta.validate_every == 0 or (
+            progress.iteration == config.meta.iterations
+        ):
+            record |= _validate_and_save(run_dir, config, meta_state, progress, validate, loss)
+        else:
+            runs.append_metrics(run_dir, record)
+        if on_iteration is not None:
+            elapsed = time.perf_counter() - start
+            done = progress.iteration - start_iteration
+            eta = elapsed / done * (config.meta.iterations - progress.iteration)
+            on_iteration(
+                record | {"best_validation_loss": progress.best_validation_loss, "eta_s": eta}
+            )
+    return progress
+
+
+def _validate_and_save(
+    run_dir: Path,
+    config: Config,
+    meta_state: MetaState,
+    progress: TrainingProgress,
+    validate: Callable[[Any], jax.Array],
+    meta_loss: float | None,
+) -> dict[str, Any]:
+    """Validates the current weights, saves best (if improved) and latest, logs the metrics."""
+    validation_loss = final_mean_loss(validate(meta_state.weights))
+    record: dict[str, Any] = {"iteration": progress.iteration, "validation_loss": validation_loss}
+    if meta_loss is not None:
+        record["meta_loss"] = meta_loss
+    if validation_loss < progress.best_validation_loss:
+        progress.best_validation_loss = validation_loss
+        progress.best_iteration = progress.iteration
+        save_weights(
+            runs.best_weights_path(run_dir),
+            meta_state.weights,
+            config.optimizer,
+            provenance=runs.provenance(config, progress.iteration, validation_loss),
+        )
+    save_weights(
+        runs.latest_weights_path(run_dir),
+        meta_state.weights,
+        config.optimizer,
+        provenance=runs.provenance(config, progress.iteration, validation_loss),
+    )
+    save_training_state(run_dir, meta_state, progress)
+    runs.append_metrics(run_dir, record)
+    return record
+
+
+def save_training_state(run_dir: Path, meta_state: MetaState, progress: TrainingProgress) -> None:
+    """Everything `--resume` needs: weights, meta-optimizer state and progress."""
+    save_tree(
+        runs.training_state_path(run_dir),
+        {
+            "meta_state": serialization.to_state_dict(meta_state),
+            "iteration": progress.iteration,
+            "best_validation_loss": progress.best_validation_loss,
+            "best_iteration": progress.best_iteration,
+        },
+    )
+
+
+def load_training_state(run_dir: Path, template: MetaState) -> tuple[MetaState, TrainingProgress]:
+    """Restores what `save_training_state` wrote, checked against the shapes of `template`."""
+    path = runs.training_state_path(run_dir)
+    tree = load_tree(path)
+    try:
+        meta_state = serialization.from_state_dict(template, tree["meta_state"])
+        progress = TrainingProgress(
+            int(tree["iteration"]), float(tree["best_validation_loss"]), int(tree["best_iteration"])
+        )
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} does not match this run's config ({error})") from None
+    for restored, expected in zip(
+        jax.tree.leaves(meta_state), jax.tree.leaves(template), strict=True
+    ):
+        if np.shape(restored) != np.shape(expected):
+            raise CheckpointError(f"{path} does not match this run's config (shapes differ)")
+    return jax.tree.map(jnp.asarray, meta_state), progress

@@ -1,0 +1,123 @@
+"""The coordinatewise LSTM optimizer of Andrychowicz et al. (2016), as a flax module and an optax factory.
+
+One small LSTM (by default 2 layers of 20 units) is shared by every parameter coordinate; each
+coordinate keeps its own hidden state. All coordinates are rows of one matrix, so a step is a few
+large matmuls however many tensors the optimizee has.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from l2lgd.config import OptimizerConfig
+from l2lgd.optimizers.preprocess import num_features, preprocess
+
+LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
+"""Per layer, the (hidden, cell) arrays of shape (..., coordinates, hidden_size)."""
+
+
+class CoordinatewiseLSTM(nn.Module):
+    """A stack of LSTM layers and a linear output, applied independently to every row.
+
+    Each layer computes its four gates with one matmul of [input, hidden] (rather than flax's
+    LSTMCell, which uses eight Dense layers): the meta-training step is dominated by these matmuls.
+    The forget gate gets a +1 bias, as in TensorFlow's and Sonnet's LSTMs. The output layer
+    starts at zero, so the untrained optimizer proposes no update.
+    """
+
+    hidden_size: int = 20
+    num_layers: int = 2
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
+        layer_input = inputs
+        new_state = []
+        for layer, (hidden, cell) in enumerate(state):
+            gates = nn.Dense(4 * self.hidden_size, name=f"lstm_{layer}")(
+                jnp.concatenate([layer_input, hidden], axis=-1)
+            )
+            in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=-1)
+            cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(in_gate) * jnp.tanh(
+                candidate
+            )
+            hidden = jax.nn.sigmoid(out_gate) * jnp.tanh(cell)
+            new_state.append((hidden, cell))
+            layer_input = hidden
+        output = nn.Dense(1, kernel_init=nn.initializers.zeros, name="output")(layer_input)
+        return output[..., 0], tuple(new_state)
+
+
+def zero_lstm_state(config: OptimizerConfig, num_coordinates: int) -> LSTMState:
+    """The initial (all-zero) per-coordinate state."""
+    zeros = jnp.zeros((num_coordinates, config.hidden_size), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(config.num_layers))
+
+
+def init_lstm_weights(key: jax.Array, config: OptimizerConfig) -> dict[str, Any]:
+    """Random initial LSTM weights (a flax params dict)."""
+    module = CoordinatewiseLSTM(config.hidden_size, config.num_layers)
+    inputs = jnp.zeros((1, num_features(config.preprocessing)), jnp.float32)
+    return module.init(key, inputs, zero_lstm_state(config, 1))["params"]
+
+
+def lstm_update(
+    weights: dict[str, Any], config: OptimizerConfig, grads: jax.Array, state: LSTMState
+) -> tuple[jax.Array, LSTMState]:
+    """One optimizer step on flat gradients `grads` (..., coordinates): returns (updates, new state)."""
+    module = CoordinatewiseLSTM(config.hidden_size, config.num_layers)
+    features = preprocess(grads, config.preprocessing, config.preprocessing_p)
+    output, new_state = module.apply({"params": weights}, features, state)
+    return config.output_scale * output, new_state
+
+
+class LearnedOptimizerState(NamedTuple):
+    """The optax state of the learned optimizer: the LSTM state of every coordinate."""
+
+    lstm_state: LSTMState
+
+
+def learned_optimizer(
+    weights: dict[str, Any], config: OptimizerConfig
+) -> optax.GradientTransformation:
+    """The coordinatewise LSTM with fixed `weights` as an optax transformation.
+
+    It works on any pytree of float parameters: the updates are flattened into one vector whose
+    coordinates are the LSTM's rows, so it drops into an ordinary optax loop or `optax.chain`.
+    The returned updates are meant to be *added* to the parameters (`optax.apply_updates`).
+
+    Args:
+      weights: the LSTM's flax params (from `init_lstm_weights` or a checkpoint).
+      config: the architecture, preprocessing and output scale the weights were trained with.
+
+    Returns:
+      An `optax.GradientTransformation` whose state is a `LearnedOptimizerState`.
+
+    Example:
+      >>> opt = learned_optimizer(weights, config)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(grads, state)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
+    """
+
+    def init_fn(params: Any) -> LearnedOptimizerState:
+        flat_params, _ = ravel_pytree(params)
+        return LearnedOptimizerState(zero_lstm_state(config, flat_params.size))
+
+    def update_fn(
+        updates: Any, state: LearnedOptimizerState, params: Any = None
+    ) -> tuple[Any, LearnedOptimizerState]:
+        del params
+        flat_grads, unravel = ravel_pytree(updates)
+        flat_updates, lstm_state = lstm_update(weights, config, flat_grads, state.lstm_state)
+        return unravel(flat_updates), LearnedOptimizerState(lstm_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)

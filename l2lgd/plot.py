@@ -1,0 +1,110 @@
+"""Figures in the paper's style: loss against step on a log axis, mean curve and shaded 95% CI per optimizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from l2lgd import runs  # noqa: E402
+from l2lgd.errors import L2LError  # noqa: E402
+from l2lgd.evaluate import CURVES_FILE  # noqa: E402
+
+FIGURE_NAME = "loss"
+TINY = 1e-12
+
+
+def find_curves(path: Path) -> Path:
+    """The curves.json of a comparison folder, or of a run folder's evaluation."""
+    for candidate in (
+        path / CURVES_FILE,
+        path / "eval" / CURVES_FILE,
+        path / "compare" / CURVES_FILE,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise L2LError(
+        f"no {CURVES_FILE} in {path}: run `l2l evaluate` or `l2l compare` with --out {path} first"
+    )
+
+
+def plot_curves(
+    curves_path: Path, out_dir: Path | None = None, title: str | None = None
+) -> list[Path]:
+    """Draws every optimizer of a curves.json; writes loss.png and loss.pdf next to it (or in out_dir)."""
+    document = json.loads(curves_path.read_text())
+    out_dir = out_dir or curves_path.parent
+    figure, axis = plt.subplots(figsize=(5.5, 4.0))
+    for label, entry in document["optimizers"].items():
+        mean = _as_array(entry["mean"])
+        ci = _as_array(entry["ci95"])
+        steps = np.arange(mean.size)
+        name = (
+            label
+            if entry["learning_rate"] is None
+            else f"{label} (lr {entry['learning_rate']:.2g})"
+        )
+        (line,) = axis.plot(steps, mean, label=name, linewidth=1.6)
+        axis.fill_between(
+            steps,
+            np.maximum(mean - ci, TINY),
+            mean + ci,
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(
+        title
+        or f"{document['task']}: mean over {document['num_problems']} test problems (shaded: 95% CI)",
+        fontsize=9,
+    )
+    axis.legend(fontsize=8)
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    written = [out_dir / f"{FIGURE_NAME}.{suffix}" for suffix in ("png", "pdf")]
+    for path in written:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return written
+
+
+def plot_meta_training(run_dir: Path) -> list[Path]:
+    """Meta-loss and validation loss against meta-iteration, from a run's metrics.jsonl."""
+    records = runs.read_metrics(run_dir)
+    if not records:
+        raise L2LError(f"{run_dir} has no metrics to plot")
+    figure, axis = plt.subplots(figsize=(5.5, 4.0))
+    for key, label in (
+        ("meta_loss", "meta-loss (training)"),
+        ("validation_loss", "validation loss"),
+    ):
+        points = [(r["iteration"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            axis.plot(
+                *zip(*points, strict=True), label=label, marker="." if key != "meta_loss" else None
+            )
+    axis.set_yscale("log")
+    axis.set_xlabel("meta-iteration")
+    axis.set_ylabel("loss")
+    axis.legend(fontsize=8)
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    written = [run_dir / f"meta_training.{suffix}" for suffix in ("png", "pdf")]
+    for path in written:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return written
+
+
+def _as_array(values: list[float | None]) -> np.ndarray:
+    """JSON nulls (diverged values) become NaN, which matplotlib leaves out."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)

@@ -1,0 +1,43 @@
+"""Task families: each samples problems and gives `init_params(key, problem)` and `loss(params, problem, key)`.
+
+A task is a frozen dataclass (hashable, so a static `jit` argument) whose methods are pure and
+vmap over a batch of problems. `sample_batch` draws a batch of problems with their initial
+parameters from one key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+
+from l2lgd.config import TaskConfig
+from l2lgd.errors import ConfigError
+from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
+
+__all__ = ["QuadraticProblem", "QuadraticTask", "Task", "make_task", "sample_batch"]
+
+
+class Task(Protocol):
+    """What meta-training and evaluation need from a problem family."""
+
+    def sample_problem(self, key: jax.Array) -> Any: ...
+
+    def init_params(self, key: jax.Array, problem: Any) -> Any: ...
+
+    def loss(self, params: Any, problem: Any, key: jax.Array) -> jax.Array: ...
+
+
+def make_task(config: TaskConfig) -> Task:
+    """The task family a config names."""
+    if config.name == "quadratic":
+        return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
+    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic")
+
+
+def sample_batch(task: Task, key: jax.Array, num_problems: int) -> tuple[Any, Any]:
+    """`num_problems` problems and their initial parameters, each with a leading batch axis."""
+    problem_keys, init_keys = jax.random.split(key)
+    problems = jax.vmap(task.sample_problem)(jax.random.split(problem_keys, num_problems))
+    params = jax.vmap(task.init_params)(jax.random.split(init_keys, num_problems), problems)
+    return params, problems
