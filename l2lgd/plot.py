@@ -17,7 +17,6 @@ from l2lgd.errors import L2LError  # noqa: E402
 from l2lgd.evaluate import CURVES_FILE  # noqa: E402
 
 FIGURE_NAME = "loss"
-TINY = 1e-12
 
 
 def find_curves(path: Path) -> Path:
@@ -41,10 +40,12 @@ def plot_curves(
     document = json.loads(curves_path.read_text())
     out_dir = out_dir or curves_path.parent
     figure, axis = plt.subplots(figsize=(5.5, 4.0))
+    means = []
     for label, entry in document["optimizers"].items():
         mean = _as_array(entry["mean"])
         ci = _as_array(entry["ci95"])
         steps = np.arange(mean.size)
+        means.append(mean)
         name = (
             label
             if entry["learning_rate"] is None
@@ -53,13 +54,14 @@ def plot_curves(
         (line,) = axis.plot(steps, mean, label=name, linewidth=1.6)
         axis.fill_between(
             steps,
-            np.maximum(mean - ci, TINY),
+            np.maximum(mean - ci, mean / 100),
             mean + ci,
             color=line.get_color(),
             alpha=0.2,
             linewidth=0,
         )
     axis.set_yscale("log")
+    axis.set_ylim(*_loss_limits(means))
     axis.set_xlabel("step")
     axis.set_ylabel("loss")
     axis.set_title(
@@ -103,6 +105,13 @@ def plot_meta_training(run_dir: Path) -> list[Path]:
         figure.savefig(path, dpi=150)
     plt.close(figure)
     return written
+
+
+def _loss_limits(means: list[np.ndarray]) -> tuple[float, float]:
+    """Y-limits that show every converging curve; a diverging one leaves the top of the plot."""
+    finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in means])
+    start = max(float(m[0]) for m in means if np.isfinite(m[0]))
+    return float(finite.min()) / 2, 3 * max(start, float(np.median(finite)))
 
 
 def _as_array(values: list[float | None]) -> np.ndarray:

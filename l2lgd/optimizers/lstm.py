@@ -19,16 +19,19 @@ from l2lgd.config import OptimizerConfig
 from l2lgd.optimizers.preprocess import num_features, preprocess
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
-"""Per layer, the (hidden, cell) arrays of shape (..., coordinates, hidden_size)."""
+"""Per layer, the (hidden, cell) arrays of shape (hidden_size, coordinates)."""
 
 
 class CoordinatewiseLSTM(nn.Module):
-    """A stack of LSTM layers and a linear output, applied independently to every row.
+    """A stack of LSTM layers and a linear output, applied independently to every coordinate.
 
-    Each layer computes its four gates with one matmul of [input, hidden] (rather than flax's
-    LSTMCell, which uses eight Dense layers): the meta-training step is dominated by these matmuls.
-    The forget gate gets a +1 bias, as in TensorFlow's and Sonnet's LSTMs. The output layer
-    starts at zero, so the untrained optimizer proposes no update.
+    Coordinates lie along the *last* axis (inputs: features x coordinates), so that each layer's
+    gates are one matmul kernel^T @ [input; hidden] and the weight gradient contracts the long
+    contiguous axis: about 1.45x faster meta-training on CPU than coordinates-as-rows
+    (scripts/benchmark.py). Parameters are laid out as in flax's Dense (`kernel` of shape
+    (in, out) and `bias`), gates in the order input, forget, candidate, output. The forget gate
+    gets a +1 bias, as in TensorFlow's and Sonnet's LSTMs. The output layer starts at zero, so
+    the untrained optimizer proposes no update.
     """
 
     hidden_size: int = 20
@@ -39,39 +42,51 @@ class CoordinatewiseLSTM(nn.Module):
         layer_input = inputs
         new_state = []
         for layer, (hidden, cell) in enumerate(state):
-            gates = nn.Dense(4 * self.hidden_size, name=f"lstm_{layer}")(
-                jnp.concatenate([layer_input, hidden], axis=-1)
-            )
-            in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=-1)
+            stacked = jnp.concatenate([layer_input, hidden], axis=0)
+            gates = ColumnDense(4 * self.hidden_size, name=f"lstm_{layer}")(stacked)
+            in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=0)
             cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(in_gate) * jnp.tanh(
                 candidate
             )
             hidden = jax.nn.sigmoid(out_gate) * jnp.tanh(cell)
             new_state.append((hidden, cell))
             layer_input = hidden
-        output = nn.Dense(1, kernel_init=nn.initializers.zeros, name="output")(layer_input)
-        return output[..., 0], tuple(new_state)
+        output = ColumnDense(1, nn.initializers.zeros, name="output")(layer_input)
+        return output[0], tuple(new_state)
+
+
+class ColumnDense(nn.Module):
+    """nn.Dense for inputs with features on the first axis: kernel^T @ inputs + bias."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (inputs.shape[0], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return kernel.T @ inputs + bias[:, None]
 
 
 def zero_lstm_state(config: OptimizerConfig, num_coordinates: int) -> LSTMState:
     """The initial (all-zero) per-coordinate state."""
-    zeros = jnp.zeros((num_coordinates, config.hidden_size), jnp.float32)
+    zeros = jnp.zeros((config.hidden_size, num_coordinates), jnp.float32)
     return tuple((zeros, zeros) for _ in range(config.num_layers))
 
 
 def init_lstm_weights(key: jax.Array, config: OptimizerConfig) -> dict[str, Any]:
     """Random initial LSTM weights (a flax params dict)."""
     module = CoordinatewiseLSTM(config.hidden_size, config.num_layers)
-    inputs = jnp.zeros((1, num_features(config.preprocessing)), jnp.float32)
+    inputs = jnp.zeros((num_features(config.preprocessing), 1), jnp.float32)
     return module.init(key, inputs, zero_lstm_state(config, 1))["params"]
 
 
 def lstm_update(
     weights: dict[str, Any], config: OptimizerConfig, grads: jax.Array, state: LSTMState
 ) -> tuple[jax.Array, LSTMState]:
-    """One optimizer step on flat gradients `grads` (..., coordinates): returns (updates, new state)."""
+    """One optimizer step on a flat gradient vector: returns (updates, new state)."""
     module = CoordinatewiseLSTM(config.hidden_size, config.num_layers)
-    features = preprocess(grads, config.preprocessing, config.preprocessing_p)
+    features = jnp.moveaxis(preprocess(grads, config.preprocessing, config.preprocessing_p), -1, 0)
     output, new_state = module.apply({"params": weights}, features, state)
     return config.output_scale * output, new_state
 

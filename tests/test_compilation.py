@@ -1,0 +1,29 @@
+"""Nothing recompiles after the first call: meta-iterations and evaluations reuse one program."""
+
+import jax
+
+from l2lgd.evaluate import learned_curves, loss_curves
+from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
+from l2lgd.optimizers.lstm import init_lstm_weights
+from l2lgd.tasks import make_task
+
+
+def test_meta_iteration_compiles_once(tiny_config):
+    task = make_task(tiny_config.task)
+    meta_iteration = make_meta_iteration(task, tiny_config.optimizer, tiny_config.meta)
+    state = init_meta_state(
+        init_lstm_weights(jax.random.key(0), tiny_config.optimizer), tiny_config.meta
+    )
+    for index in range(3):
+        state, losses = meta_iteration(state, jax.random.key(index))
+    assert losses.shape == (tiny_config.meta.num_steps // tiny_config.meta.unroll,)
+    assert meta_iteration._cache_size() == 1
+
+
+def test_evaluation_compiles_once_per_architecture(tiny_config):
+    task = make_task(tiny_config.task)
+    before = loss_curves._cache_size()
+    for seed in range(3):
+        weights = init_lstm_weights(jax.random.key(seed), tiny_config.optimizer)
+        learned_curves(task, weights, tiny_config.optimizer, jax.random.key(seed), 4, 5)
+    assert loss_curves._cache_size() == before + 1
