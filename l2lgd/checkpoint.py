@@ -77,11 +77,18 @@ def load_weights(path: Path) -> tuple[dict[str, Any], OptimizerConfig, dict[str,
     tree = load_tree(path)
     if tree.get("format") != WEIGHTS_FORMAT or "weights" not in tree:
         raise CheckpointError(f"{path} is not a learned-optimizer weights file")
+    if tree.get("version") != WEIGHTS_VERSION:
+        raise CheckpointError(
+            f"{path} has weights-file version {tree.get('version')}; this l2lgd reads {WEIGHTS_VERSION}"
+        )
     try:
-        config = optimizer_config_from_dict(tree["optimizer"])
+        config = optimizer_config_from_dict(tree.get("optimizer"))
     except ConfigError as error:
         raise CheckpointError(f"{path} holds an invalid optimizer config: {error}") from None
-    weights = jax.tree.map(lambda leaf: np.asarray(leaf, np.float32), tree["weights"])
+    try:
+        weights = jax.tree.map(lambda leaf: np.asarray(leaf, np.float32), tree["weights"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: weights are not arrays of numbers") from None
     expected = jax.eval_shape(lambda key: init_lstm_weights(key, config), jax.random.key(0))
     if jax.tree.structure(weights) != jax.tree.structure(expected) or any(
         leaf.shape != spec.shape

@@ -221,6 +221,8 @@ def _coerce(name: str, value: Any, expected: type) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif expected is float:
+        if isinstance(value, str):
+            value = _parse_float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(f"{name} must be finite, got {value}")
@@ -228,6 +230,14 @@ def _coerce(name: str, value: Any, expected: type) -> Any:
     elif expected is str and isinstance(value, str):
         return value
     raise ConfigError(f"{name} must be of type {expected.__name__}, got {value!r}")
+
+
+def _parse_float(text: str) -> float | str:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; accept it as the number it means."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -54,15 +54,26 @@ def baseline_curves(
     num_steps: int,
 ) -> np.ndarray:
     """Curves of baseline `name` for each learning rate: shape (rates, num_steps + 1, problems)."""
-    run = partial(
-        loss_curves,
-        task,
-        _BaselineFactory(name),
-        key=key,
-        num_problems=num_problems,
-        num_steps=num_steps,
+    rates = jnp.asarray(learning_rates, jnp.float32)
+    return np.asarray(
+        _baseline_grid_curves(task, _BaselineFactory(name), rates, key, num_problems, num_steps)
     )
-    return np.asarray(jax.lax.map(run, jnp.asarray(learning_rates, jnp.float32)))
+
+
+@partial(jax.jit, static_argnames=("task", "make_optimizer", "num_problems", "num_steps"))
+def _baseline_grid_curves(
+    task: Task,
+    make_optimizer: Callable[[Any], optax.GradientTransformation],
+    learning_rates: jax.Array,
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+) -> jax.Array:
+    """One compiled program per baseline and shape that runs every learning rate in turn."""
+    return jax.lax.map(
+        lambda rate: loss_curves(task, make_optimizer, rate, key, num_problems, num_steps),
+        learning_rates,
+    )
 
 
 def learned_curves(

@@ -39,6 +39,7 @@ def plot_curves(
     """Draws every optimizer of a curves.json; writes loss.png and loss.pdf next to it (or in out_dir)."""
     document = json.loads(curves_path.read_text())
     out_dir = out_dir or curves_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(5.5, 4.0))
     means = []
     for label, entry in document["optimizers"].items():

@@ -73,7 +73,10 @@ def rollout(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return OptimizeeState(optax.apply_updates(state.params, updates), opt_state), losses
 
-    # Recomputing each step in the backward pass beats storing its intermediates (benchmarked).
-    state, losses = jax.lax.scan(jax.checkpoint(step), state, jax.numpy.arange(num_steps))
+    # In the backward pass, keep each step's matmul outputs and recompute the cheap elementwise
+    # rest: about 1.5x faster meta-training on CPU than saving everything or nothing
+    # (scripts/benchmark.py). Evaluation, which is not differentiated, is unaffected.
+    remat_step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable)
+    state, losses = jax.lax.scan(remat_step, state, jax.numpy.arange(num_steps))
     final_losses = batch_loss(task, state.params, problems, jax.random.fold_in(key, num_steps))
     return state, jax.numpy.concatenate([losses, final_losses[None]], axis=0)

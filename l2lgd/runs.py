@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 import subprocess
 from importlib import metadata
@@ -64,8 +65,11 @@ def load_run_config(run_dir: Path) -> Config:
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Appends one JSON line to the run's metrics."""
+    finite = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in record.items()
+    }
     with open(run_dir / METRICS_FILE, "a") as file:
-        file.write(json.dumps(record) + "\n")
+        file.write(json.dumps(finite, allow_nan=False) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

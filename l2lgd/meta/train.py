@@ -106,9 +106,10 @@ def meta_train(
             meta_state, jax.random.fold_in(train_key, progress.iteration)
         )
         loss = float(jnp.mean(unroll_losses))
-        if not math.isfinite(loss):
+        if not (math.isfinite(loss) and all_finite(meta_state.weights)):
             raise DivergenceError(
-                f"meta-loss became {loss} at iteration {progress.iteration + 1}; the last good "
+                f"meta-loss or LSTM weights became non-finite (meta-loss {loss}) at iteration "
+                f"{progress.iteration + 1}; the last good "
                 f"checkpoints are in {run_dir / 'checkpoints'} (try a lower meta.learning_rate "
                 "or meta.grad_clip)"
             )
@@ -128,6 +129,12 @@ def meta_train(
                 record | {"best_validation_loss": progress.best_validation_loss, "eta_s": eta}
             )
     return progress
+
+
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every entry of every array in `tree` is finite."""
+    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
 
 
 def _validate_and_save(

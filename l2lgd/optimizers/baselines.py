@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -46,6 +47,6 @@ def parse_baseline_spec(spec: str) -> tuple[str, float]:
         learning_rate = float(lr_text)
     except ValueError:
         raise L2LError(f"learning rate in {spec!r} is not a number") from None
-    if not learning_rate > 0:
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise L2LError(f"learning rate in {spec!r} must be > 0")
     return name, learning_rate

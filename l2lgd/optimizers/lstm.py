@@ -68,9 +68,11 @@ class ColumnDense(nn.Module):
         return kernel.T @ inputs + bias[:, None]
 
 
-def zero_lstm_state(config: OptimizerConfig, num_coordinates: int) -> LSTMState:
+def zero_lstm_state(
+    config: OptimizerConfig, num_coordinates: int, dtype: jnp.dtype = jnp.float32
+) -> LSTMState:
     """The initial (all-zero) per-coordinate state."""
-    zeros = jnp.zeros((config.hidden_size, num_coordinates), jnp.float32)
+    zeros = jnp.zeros((config.hidden_size, num_coordinates), dtype)
     return tuple((zeros, zeros) for _ in range(config.num_layers))
 
 
@@ -125,7 +127,8 @@ def learned_optimizer(
 
     def init_fn(params: Any) -> LearnedOptimizerState:
         flat_params, _ = ravel_pytree(params)
-        return LearnedOptimizerState(zero_lstm_state(config, flat_params.size))
+        dtype = jnp.result_type(flat_params.dtype, *jax.tree.leaves(weights))
+        return LearnedOptimizerState(zero_lstm_state(config, flat_params.size, dtype))
 
     def update_fn(
         updates: Any, state: LearnedOptimizerState, params: Any = None

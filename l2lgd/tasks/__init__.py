@@ -13,6 +13,7 @@ import jax
 
 from l2lgd.config import TaskConfig
 from l2lgd.errors import ConfigError
+from l2lgd.sharding import shard_problems
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
 
 __all__ = ["QuadraticProblem", "QuadraticTask", "Task", "make_task", "sample_batch"]
@@ -36,8 +37,11 @@ def make_task(config: TaskConfig) -> Task:
 
 
 def sample_batch(task: Task, key: jax.Array, num_problems: int) -> tuple[Any, Any]:
-    """`num_problems` problems and their initial parameters, each with a leading batch axis."""
+    """`num_problems` problems and their initial parameters, each with a leading batch axis.
+
+    Inside `jit`, the batch is split across all devices (see `l2lgd.sharding`).
+    """
     problem_keys, init_keys = jax.random.split(key)
     problems = jax.vmap(task.sample_problem)(jax.random.split(problem_keys, num_problems))
     params = jax.vmap(task.init_params)(jax.random.split(init_keys, num_problems), problems)
-    return params, problems
+    return shard_problems((params, problems))

@@ -1,0 +1,184 @@
+"""Meta-training: it learns, it resumes exactly, it stops cleanly on divergence, it logs metrics."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY_OVERRIDES
+
+from l2lgd import runs
+from l2lgd.checkpoint import load_tree, load_weights
+from l2lgd.compare import learning_rate_grid
+from l2lgd.config import Config, config_to_dict, with_overrides
+from l2lgd.errors import CheckpointError, DivergenceError
+from l2lgd.evaluate import baseline_curves
+from l2lgd.meta.train import meta_train
+from l2lgd.seeds import VALIDATION_STREAM, stream_key
+from l2lgd.tasks import make_task
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
+# The tiny config (so its programs are compiled once for the whole suite), trained long enough to
+# learn: 100 iterations of a few milliseconds each.
+ITERATIONS, VALIDATE_EVERY = 100, 10
+TRAINED = with_overrides(
+    Config(),
+    [*TINY_OVERRIDES, f"meta.iterations={ITERATIONS}", f"meta.validate_every={VALIDATE_EVERY}"],
+)
+
+
+class Killed(Exception):
+    """Stands for the process being killed in the middle of a run."""
+
+
+def _strict_json(line: str) -> dict:
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=reject)
+
+
+def _weights_leaves(path):
+    return jax.tree.leaves(load_weights(path)[0])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, compilation_cache):
+    """One uninterrupted run of TRAINED: (run folder, returned progress, on_iteration records)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    runs.create_run_dir(run_dir, TRAINED)
+    records = []
+    progress = meta_train(TRAINED, run_dir, on_iteration=records.append)
+    return run_dir, progress, records
+
+
+def test_meta_training_beats_the_untrained_lstm_and_tuned_sgd(trained_run):
+    run_dir, progress, _ = trained_run
+    validation = {
+        r["iteration"]: r["validation_loss"]
+        for r in runs.read_metrics(run_dir)
+        if "validation_loss" in r
+    }
+    untrained, final = validation[0], validation[ITERATIONS]
+    assert final < 0.15 * untrained
+    assert progress.best_validation_loss == min(validation.values())
+
+    # SGD on the very problems validation uses, at the best rate of the grid `compare` tunes on.
+    sgd = baseline_curves(
+        make_task(TRAINED.task),
+        "sgd",
+        learning_rate_grid(TRAINED.eval),
+        stream_key(TRAINED.seed, VALIDATION_STREAM),
+        TRAINED.meta.num_validation_problems,
+        TRAINED.meta.num_steps,
+    )
+    # Same problems and starting points: the untrained LSTM (zero output) never moves from them.
+    np.testing.assert_allclose(sgd[:, 0].mean(axis=-1), untrained, rtol=1e-5)
+    sgd_finals = sgd[:, -1].mean(axis=-1)
+    best_sgd = np.min(sgd_finals[np.isfinite(sgd_finals)])
+    assert final < 0.6 * best_sgd
+
+
+def test_metrics_records_and_checkpoints_match_the_run(trained_run):
+    run_dir, progress, callback_records = trained_run
+    lines = (run_dir / runs.METRICS_FILE).read_text().splitlines()
+    records = [_strict_json(line) for line in lines]
+
+    assert [r["iteration"] for r in records] == list(range(ITERATIONS + 1))
+    validated = [r["iteration"] for r in records if "validation_loss" in r]
+    assert validated == list(range(0, ITERATIONS + 1, VALIDATE_EVERY))
+    assert "meta_loss" not in records[0]  # iteration 0 validates the initial weights only
+    for record in records[1:]:
+        assert math.isfinite(record["meta_loss"]) and record["meta_loss"] > 0
+    for record in records:
+        if "validation_loss" in record:
+            assert math.isfinite(record["validation_loss"])
+
+    # on_iteration sees every trained iteration with the same numbers, plus progress fields.
+    assert [r["iteration"] for r in callback_records] == list(range(1, ITERATIONS + 1))
+    for seen, logged in zip(callback_records, records[1:], strict=True):
+        assert seen["meta_loss"] == logged["meta_loss"]
+        assert seen.get("validation_loss") == logged.get("validation_loss")
+    assert callback_records[-1]["eta_s"] == 0
+
+    best = min((r for r in records if "validation_loss" in r), key=lambda r: r["validation_loss"])
+    assert (progress.iteration, progress.best_iteration) == (ITERATIONS, best["iteration"])
+    _, config, best_provenance = load_weights(runs.best_weights_path(run_dir))
+    assert config == TRAINED.optimizer
+    assert best_provenance["iteration"] == best["iteration"]
+    assert best_provenance["validation_loss"] == best["validation_loss"]
+    assert best_provenance["config"] == config_to_dict(TRAINED)
+    assert load_weights(runs.latest_weights_path(run_dir))[2]["iteration"] == ITERATIONS
+    assert load_tree(runs.training_state_path(run_dir))["iteration"] == ITERATIONS
+
+
+def test_resumed_run_ends_with_the_same_weights_and_metrics(trained_run, tmp_path):
+    uninterrupted, _, _ = trained_run
+    kill_at = 25  # between the checkpoints of iterations 20 and 30
+    run_dir = tmp_path / "run"
+    runs.create_run_dir(run_dir, TRAINED)
+
+    def kill(record):
+        if record["iteration"] == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        meta_train(TRAINED, run_dir, on_iteration=kill)
+    assert load_tree(runs.training_state_path(run_dir))["iteration"] == 20
+    assert runs.read_metrics(run_dir)[-1]["iteration"] == kill_at
+
+    progress = meta_train(TRAINED, run_dir, resume=True)
+
+    assert progress.iteration == ITERATIONS
+    for name in ("latest.msgpack", "best.msgpack"):
+        resumed = _weights_leaves(run_dir / "checkpoints" / name)
+        expected = _weights_leaves(uninterrupted / "checkpoints" / name)
+        for got, want in zip(resumed, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    # Iterations 21..25 were redone: logged once, with the numbers the uninterrupted run logged.
+    assert runs.read_metrics(run_dir) == runs.read_metrics(uninterrupted)
+
+
+def test_resume_without_a_checkpoint_raises_checkpoint_error(tiny_config, tmp_path):
+    run_dir = tmp_path / "run"
+    runs.create_run_dir(run_dir, tiny_config)
+    with pytest.raises(CheckpointError, match="not found"):
+        meta_train(tiny_config, run_dir, resume=True)
+
+
+def test_resume_with_another_architecture_raises_checkpoint_error(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    other = with_overrides(TRAINED, ["optimizer.hidden_size=7"])
+    with pytest.raises(CheckpointError, match="does not match"):
+        meta_train(other, run_dir, resume=True)
+
+
+# The LSTM's output is bounded, so only an absurd output scale with a large meta step overflows:
+# the first Adam step gives finite losses, the next ones overflow float32.
+DIVERGING = ["optimizer.output_scale=1.0e+18", "meta.learning_rate=0.5", "meta.iterations=20"]
+
+
+@pytest.mark.parametrize("validate_every", [5, 1])
+def test_divergence_stops_the_run_and_keeps_finite_checkpoints(
+    tiny_config, tmp_path, validate_every
+):
+    config = with_overrides(tiny_config, [*DIVERGING, f"meta.validate_every={validate_every}"])
+    run_dir = tmp_path / "run"
+    runs.create_run_dir(run_dir, config)
+    with pytest.raises(DivergenceError, match="became non-finite"):
+        meta_train(config, run_dir)
+
+    diverged_at = runs.read_metrics(run_dir)[-1]["iteration"] + 1
+    assert diverged_at < config.meta.iterations
+    for path in (runs.best_weights_path(run_dir), runs.latest_weights_path(run_dir)):
+        weights, _, provenance = load_weights(path)
+        assert provenance["iteration"] < diverged_at
+        for leaf in jax.tree.leaves(weights):
+            assert np.isfinite(leaf).all(), f"{path.name} holds non-finite weights"
+    state = load_tree(runs.training_state_path(run_dir))
+    for leaf in jax.tree.leaves(state["meta_state"]):
+        assert np.isfinite(leaf).all(), "training_state.msgpack holds non-finite values"
+    for line in (run_dir / runs.METRICS_FILE).read_text().splitlines():
+        _strict_json(line)
