@@ -87,8 +87,8 @@ def plot_meta_training(run_dir: Path) -> list[Path]:
         raise L2LError(f"{run_dir} has no metrics to plot")
     figure, axis = plt.subplots(figsize=(5.5, 4.0))
     for key, label in (
-        ("meta_loss", "meta-loss (training)"),
-        ("validation_loss", "validation loss"),
+        ("meta_loss", "meta-loss (summed loss per unroll)"),
+        ("validation_loss", "validation loss (mean at the last step)"),
     ):
         points = [(r["iteration"], r[key]) for r in records if r.get(key) is not None]
         if points:
