@@ -3,6 +3,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
+# Offline data (MNIST IDX files, CIFAR-10 binaries): ../shared/data in development and CI.
+L2LGD_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export L2LGD_DATA_DIR
 
 .PHONY: setup test lint format demo reproduce bench clean
 

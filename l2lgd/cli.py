@@ -228,7 +228,7 @@ def plot_command(
 def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> None:
     """Evaluates one optimizer on the test problems and writes curves, table and figure."""
     from l2lgd.compare import write_comparison
-    from l2lgd.evaluate import CurveSummary, baseline_curves, learned_curves
+    from l2lgd.evaluate import evaluate_baseline, evaluate_learned
     from l2lgd.optimizers.baselines import BASELINE_NAMES, parse_baseline_spec
     from l2lgd.plot import plot_curves
     from l2lgd.seeds import TEST_STREAM, stream_key
@@ -240,13 +240,11 @@ def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> 
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
     if optimizer_spec.partition(":")[0] in BASELINE_NAMES:
         name, learning_rate = parse_baseline_spec(optimizer_spec)
-        curves = baseline_curves(task, name, [learning_rate], key, num_problems, num_steps)[0]
-        summary = CurveSummary(name, curves, learning_rate=learning_rate)
+        summary = evaluate_baseline(task, name, learning_rate, key, num_problems, num_steps)
     else:
         learned = load_learned(optimizer_spec)
-        summary = CurveSummary(
-            learned.label,
-            learned_curves(task, learned.weights, learned.config, key, num_problems, num_steps),
+        summary = evaluate_learned(
+            task, learned.label, learned.weights, learned.config, key, num_problems, num_steps
         )
     write_comparison(out_dir, config, [summary], tuning={})
     _print_results(out_dir, plot_curves(out_dir / "curves.json"))

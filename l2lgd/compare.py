@@ -18,7 +18,8 @@ from l2lgd.evaluate import (
     CURVES_FILE,
     CurveSummary,
     baseline_curves,
-    learned_curves,
+    evaluate_baseline,
+    evaluate_learned,
     save_curves,
     summary_table,
 )
@@ -72,9 +73,8 @@ def compare(
     test_key = stream_key(config.eval.seed, TEST_STREAM)
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
     summaries = [
-        CurveSummary(
-            item.label,
-            learned_curves(task, item.weights, item.config, test_key, num_problems, num_steps),
+        evaluate_learned(
+            task, item.label, item.weights, item.config, test_key, num_problems, num_steps
         )
         for item in learned
     ]
@@ -82,8 +82,7 @@ def compare(
     for name in baselines:
         best_lr, scores = tune_learning_rate(task, name, config)
         tuning[name] = {"best_learning_rate": best_lr, "final_mean_loss_by_learning_rate": scores}
-        curves = baseline_curves(task, name, np.array([best_lr]), test_key, num_problems, num_steps)
-        summaries.append(CurveSummary(name, curves[0], learning_rate=best_lr))
+        summaries.append(evaluate_baseline(task, name, best_lr, test_key, num_problems, num_steps))
     write_comparison(out_dir, config, summaries, tuning)
     return summaries
 

@@ -18,25 +18,42 @@ import yaml
 
 from l2lgd.errors import ConfigError
 
-TASK_NAMES = ("quadratic",)
+TASK_NAMES = ("quadratic", "mnist")
 QUADRATIC_VARIANTS = ("paper", "deepmind")
+ACTIVATIONS = ("sigmoid", "relu")
+DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which problem family to sample from, and its shape."""
+    """Which problem family to sample from, and its shape.
+
+    `variant` and `dim` apply to quadratics; `hidden_sizes`, `activation`, `batch_size` and the
+    data fields to MNIST; `init_std` (initial parameters ~ N(0, init_std^2)) to both.
+    """
 
     name: str = "quadratic"
     variant: str = "paper"
     dim: int = 10
     init_std: float = 0.01
+    hidden_sizes: tuple[int, ...] = (20,)
+    activation: str = "sigmoid"
+    batch_size: int = 128
+    data_source: str = "files"
+    data_dir: str = ""
+    download: bool = False
 
     def validate(self) -> None:
         _check_choice("task.name", self.name, TASK_NAMES)
         _check_choice("task.variant", self.variant, QUADRATIC_VARIANTS)
         _check_range("task.dim", self.dim, low=1)
         _check_range("task.init_std", self.init_std, low=0.0)
+        for size in self.hidden_sizes:
+            _check_range("task.hidden_sizes[]", size, low=1)
+        _check_choice("task.activation", self.activation, ACTIVATIONS)
+        _check_range("task.batch_size", self.batch_size, low=1)
+        _check_choice("task.data_source", self.data_source, DATA_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -142,8 +159,16 @@ def optimizer_config_from_dict(raw: dict[str, Any]) -> OptimizerConfig:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """The config as nested plain values, ready for YAML or JSON."""
-    return dataclasses.asdict(config)
+    """The config as nested plain values (tuples as lists), ready for YAML or JSON."""
+    return _lists_for_tuples(dataclasses.asdict(config))
+
+
+def _lists_for_tuples(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {key: _lists_for_tuples(value) for key, value in tree.items()}
+    if isinstance(tree, tuple):
+        return list(tree)
+    return tree
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -214,7 +239,10 @@ def _has_factory(f: dataclasses.Field) -> bool:
 
 
 def _coerce(name: str, value: Any, expected: type) -> Any:
-    if expected is bool:
+    if expected is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(f"{name}[]", item, int) for item in value)
+    elif expected is bool:
         if isinstance(value, bool):
             return value
     elif expected is int:

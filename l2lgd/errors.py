@@ -17,5 +17,9 @@ class RunDirError(L2LError):
     """A run folder that exists already, or is not a run folder."""
 
 
+class DataError(L2LError):
+    """A data set that is missing, truncated, malformed or cannot be fetched."""
+
+
 class DivergenceError(Exception):
     """Meta-training produced a NaN or inf meta-loss; the last good checkpoint is kept."""

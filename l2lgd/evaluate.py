@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,41 @@ from l2lgd.tasks import Task, sample_batch
 CURVES_FILE = "curves.json"
 
 
-@partial(jax.jit, static_argnames=("task", "make_optimizer", "num_problems", "num_steps"))
+Metrics = dict[str, jax.Array]
+
+
+@partial(
+    jax.jit,
+    static_argnames=("task", "make_optimizer", "num_problems", "num_steps", "with_test_metrics"),
+)
+def evaluation_run(
+    task: Task,
+    make_optimizer: Callable[[Any], optax.GradientTransformation],
+    hyperparams: Any,
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+    with_test_metrics: bool = False,
+) -> tuple[jax.Array, Metrics]:
+    """Runs `make_optimizer(hyperparams)` on `num_problems` problems for `num_steps` steps.
+
+    The problems and initial parameters depend on `key` only, so two optimizers given the same
+    key are evaluated on the same problems from the same starting points.
+
+    Returns:
+      The loss curves, shape (num_steps + 1, num_problems), and, if `with_test_metrics` (tasks
+      with a test split), each problem's final test-set metrics, shape (num_problems,) each.
+    """
+    problem_key, run_key = jax.random.split(key)
+    params, problems = sample_batch(task, problem_key, num_problems)
+    optimizer = make_optimizer(hyperparams)
+    state = init_optimizee_state(optimizer, params)
+    state, curves = rollout(task, optimizer, state, problems, run_key, num_steps)
+    # One problem at a time: a whole test split per problem at once would not fit in memory.
+    metrics = jax.lax.map(task.test_metrics, state.params) if with_test_metrics else {}
+    return curves, metrics
+
+
 def loss_curves(
     task: Task,
     make_optimizer: Callable[[Any], optax.GradientTransformation],
@@ -33,16 +67,13 @@ def loss_curves(
     num_problems: int,
     num_steps: int,
 ) -> jax.Array:
-    """Loss curves, shape (num_steps + 1, num_problems), of `make_optimizer(hyperparams)`.
+    """Only the loss curves of `evaluation_run`, shape (num_steps + 1, num_problems)."""
+    return evaluation_run(task, make_optimizer, hyperparams, key, num_problems, num_steps)[0]
 
-    The problems and initial parameters depend on `key` only, so two optimizers given the same
-    key are evaluated on the same problems from the same starting points.
-    """
-    problem_key, run_key = jax.random.split(key)
-    params, problems = sample_batch(task, problem_key, num_problems)
-    optimizer = make_optimizer(hyperparams)
-    state = init_optimizee_state(optimizer, params)
-    return rollout(task, optimizer, state, problems, run_key, num_steps)[1]
+
+def has_test_metrics(task: Task) -> bool:
+    """Whether a task can score trained parameters on a test split."""
+    return hasattr(task, "test_metrics")
 
 
 def baseline_curves(
@@ -90,6 +121,42 @@ def learned_curves(
     )
 
 
+def evaluate_baseline(
+    task: Task, name: str, learning_rate: float, key: jax.Array, num_problems: int, num_steps: int
+) -> CurveSummary:
+    """A baseline at one learning rate on the test problems, with test metrics where the task has them."""
+    curves, metrics = evaluation_run(
+        task,
+        _BaselineFactory(name),
+        jnp.float32(learning_rate),
+        key,
+        num_problems,
+        num_steps,
+        has_test_metrics(task),
+    )
+    return CurveSummary(name, np.asarray(curves), learning_rate, _to_numpy(metrics))
+
+
+def evaluate_learned(
+    task: Task,
+    label: str,
+    weights: Any,
+    config: OptimizerConfig,
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+) -> CurveSummary:
+    """A learned optimizer on the test problems, with test metrics where the task has them."""
+    curves, metrics = evaluation_run(
+        task, _LearnedFactory(config), weights, key, num_problems, num_steps, has_test_metrics(task)
+    )
+    return CurveSummary(label, np.asarray(curves), None, _to_numpy(metrics))
+
+
+def _to_numpy(metrics: Metrics) -> dict[str, np.ndarray]:
+    return {name: np.asarray(values) for name, values in metrics.items()}
+
+
 @dataclass(frozen=True)
 class _BaselineFactory:
     """Hashable `learning_rate -> optax optimizer`, so that jit caches one program per baseline."""
@@ -117,6 +184,7 @@ class CurveSummary:
     label: str
     curves: np.ndarray
     learning_rate: float | None = None
+    test_metrics: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def final_losses(self) -> np.ndarray:
@@ -126,14 +194,19 @@ class CurveSummary:
         return self.curves.mean(axis=1)
 
     def ci95_curve(self) -> np.ndarray:
-        """Half-width of the 95% confidence interval of the mean, per step (normal approximation)."""
-        return 1.96 * self.curves.std(axis=1, ddof=1) / math.sqrt(self.curves.shape[1])
+        """Half-width of the 95% confidence interval of the mean loss, per step."""
+        return ci95_half_width(self.curves, axis=1)
 
     def final_mean(self) -> float:
         return float(self.final_losses.mean())
 
     def final_ci95(self) -> float:
         return float(self.ci95_curve()[-1])
+
+
+def ci95_half_width(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Half-width of the 95% confidence interval of the mean (normal approximation)."""
+    return 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(values.shape[axis])
 
 
 def save_curves(path: Path, summaries: list[CurveSummary], metadata: dict[str, Any]) -> None:
@@ -149,6 +222,14 @@ def save_curves(path: Path, summaries: list[CurveSummary], metadata: dict[str, A
                 "final_mean": _json_float(summary.final_mean()),
                 "final_ci95": _json_float(summary.final_ci95()),
                 "final_losses": _json_floats(summary.final_losses),
+                "test_metrics": {
+                    name: {
+                        "mean": _json_float(float(values.mean())),
+                        "ci95": _json_float(float(ci95_half_width(values))),
+                        "per_problem": _json_floats(values),
+                    }
+                    for name, values in summary.test_metrics.items()
+                },
             }
             for summary in summaries
         },
@@ -171,15 +252,20 @@ def summary_table(summaries: list[CurveSummary], step: int) -> str:
         s for s in summaries if s.learning_rate is not None and math.isfinite(s.final_mean())
     ]
     best = min((s.final_mean() for s in baselines), default=math.nan)
-    lines = [
-        f"| optimizer | learning rate | mean loss at step {step} | 95% CI | ratio to best baseline |",
-        "|---|---|---|---|---|",
-    ]
+    metric_names = sorted({name for s in summaries for name in s.test_metrics})
+    header = ["optimizer", "learning rate", f"mean loss at step {step}", "95% CI"]
+    header += ["ratio to best baseline", *(f"{name} (95% CI)" for name in metric_names)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in summaries:
         lr = "learned" if summary.learning_rate is None else f"{summary.learning_rate:.3g}"
         mean, ci = summary.final_mean(), summary.final_ci95()
         ratio = mean / best if math.isfinite(best) and best > 0 else math.nan
-        lines.append(
-            f"| {summary.label} | {lr} | {mean:.4g} | [{mean - ci:.4g}, {mean + ci:.4g}] | {ratio:.3f} |"
-        )
+        cells = [summary.label, lr, f"{mean:.4g}", f"[{mean - ci:.4g}, {mean + ci:.4g}]"]
+        cells.append(f"{ratio:.3f}")
+        for name in metric_names:
+            values = summary.test_metrics.get(name)
+            cells.append(
+                "" if values is None else f"{values.mean():.4g} ± {ci95_half_width(values):.2g}"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

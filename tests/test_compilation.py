@@ -2,7 +2,7 @@
 
 import jax
 
-from l2lgd.evaluate import learned_curves, loss_curves
+from l2lgd.evaluate import evaluation_run, learned_curves
 from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
 from l2lgd.optimizers.lstm import init_lstm_weights
 from l2lgd.tasks import make_task
@@ -22,8 +22,8 @@ def test_meta_iteration_compiles_once(tiny_config):
 
 def test_evaluation_compiles_once_per_architecture(tiny_config):
     task = make_task(tiny_config.task)
-    before = loss_curves._cache_size()
+    before = evaluation_run._cache_size()
     for seed in range(3):
         weights = init_lstm_weights(jax.random.key(seed), tiny_config.optimizer)
         learned_curves(task, weights, tiny_config.optimizer, jax.random.key(seed), 4, 5)
-    assert loss_curves._cache_size() == before + 1
+    assert evaluation_run._cache_size() == before + 1

@@ -129,6 +129,6 @@ def test_make_task_builds_the_configured_quadratic():
 
 
 def test_make_task_rejects_unknown_name():
-    config = dataclasses.replace(TaskConfig(), name="mnist")  # bypasses validate()
-    with pytest.raises(ConfigError, match="mnist"):
+    config = dataclasses.replace(TaskConfig(), name="imagenet")  # bypasses validate()
+    with pytest.raises(ConfigError, match="imagenet"):
         make_task(config)

@@ -7,16 +7,19 @@ parameters from one key.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import jax
 
 from l2lgd.config import TaskConfig
+from l2lgd.data import ImageDataset, load_mnist
 from l2lgd.errors import ConfigError
 from l2lgd.sharding import shard_problems
+from l2lgd.tasks.mlp import MLPTask
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
 
-__all__ = ["QuadraticProblem", "QuadraticTask", "Task", "make_task", "sample_batch"]
+__all__ = ["MLPTask", "QuadraticProblem", "QuadraticTask", "Task", "make_task", "sample_batch"]
 
 
 class Task(Protocol):
@@ -30,10 +33,25 @@ class Task(Protocol):
 
 
 def make_task(config: TaskConfig) -> Task:
-    """The task family a config names."""
+    """The task family a config names (loading its dataset, if it has one)."""
     if config.name == "quadratic":
         return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
-    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic")
+    if config.name == "mnist":
+        dataset = load_mnist_cached(config.data_source, config.data_dir or None, config.download)
+        return MLPTask(
+            dataset,
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            batch_size=config.batch_size,
+            init_std=config.init_std,
+        )
+    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic, mnist")
+
+
+@functools.lru_cache(maxsize=4)
+def load_mnist_cached(source: str, data_dir: str | None, download: bool) -> ImageDataset:
+    """MNIST read once per process, so that equal configs give equal (jit-cache-sharing) tasks."""
+    return load_mnist(source, data_dir, download)
 
 
 def sample_batch(task: Task, key: jax.Array, num_problems: int) -> tuple[Any, Any]:

@@ -1,0 +1,100 @@
+"""An image classification data set held in memory, and where its files are found."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from l2lgd.errors import DataError
+
+DATA_DIR_ENV = "L2LGD_DATA_DIR"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """Train and test splits of an image classification data set, as host numpy arrays.
+
+    The loaders guarantee: images are uint8 of shape (N, H, W) or (N, H, W, C), labels are int32
+    of shape (N,) with values in [0, num_classes), each split holds as many labels as images, and
+    the arrays are read-only, so that one user of a shared data set cannot change it for others.
+    `eq=False` because comparing arrays with `==` is elementwise, not a yes or no.
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """Returns the folder that holds the data sets: `data_dir` if given, else $L2LGD_DATA_DIR.
+
+    An empty string counts as not given, as in a config whose `data_dir` is left blank.
+
+    Raises:
+        DataError: neither is set, or the folder does not exist.
+    """
+    if data_dir:
+        origin, path = "--data-dir", Path(data_dir).expanduser()
+    elif os.environ.get(DATA_DIR_ENV):
+        origin, path = f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV]).expanduser()
+    else:
+        raise DataError(
+            f"no data folder given: pass --data-dir DIR or set {DATA_DIR_ENV}=DIR "
+            "(a folder holding the data set's own files)"
+        )
+    if not path.is_dir():
+        raise DataError(f"data folder {path} (from {origin}) does not exist or is not a folder")
+    return path
+
+
+def check_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    images_origin: str,
+    labels_origin: str,
+) -> None:
+    """Checks one split against what a model will assume, naming where the data came from.
+
+    Args:
+        images: uint8 images, shape (N, *image_shape).
+        labels: integer labels, shape (N,).
+        image_shape: the shape of one image.
+        num_classes: labels must lie in [0, num_classes).
+        images_origin: where the images came from (a file, a tfds split), for the messages.
+        labels_origin: where the labels came from.
+
+    Raises:
+        DataError: on the first check that fails.
+    """
+    if images.dtype != np.uint8:
+        raise DataError(f"{images_origin}: images of dtype {images.dtype}, expected uint8")
+    if images.ndim != 1 + len(image_shape) or images.shape[1:] != image_shape:
+        expected = "(N, " + ", ".join(str(n) for n in image_shape) + ")"
+        raise DataError(f"{images_origin}: images of shape {images.shape}, expected {expected}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_origin}: labels of shape {labels.shape}, expected (N,)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{labels_origin}: labels of dtype {labels.dtype}, expected integers")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_origin} holds {len(images)} images but {labels_origin} holds "
+            f"{len(labels)} labels"
+        )
+    if len(images) == 0:
+        raise DataError(f"{images_origin} holds no images")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        index = int(bad[0])
+        raise DataError(
+            f"{labels_origin}: label {int(labels[index])} at index {index} is outside "
+            f"[0, {num_classes}) ({bad.size} such labels)"
+        )
