@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,10 @@ SetOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int | None, typer.Option(help="Training seed (config field `seed`).")]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Folder with the dataset's files (e.g. MNIST IDX); default $L2LGD_DATA_DIR."),
+]
 TestSeedOption = Annotated[
     int | None, typer.Option(help="Seed of the held-out test problems (config field `eval.seed`).")
 ]
@@ -55,20 +60,25 @@ def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _resolve_config(
-    task: str,
-    config_path: Path | None,
-    overrides: list[str] | None,
-    seed: int | None = None,
-    test_seed: int | None = None,
-) -> Config:
-    """Config file (or defaults) + --task + --seed + --set, validated."""
-    extra = [f"task.name={task}"]
+def _flag_overrides(
+    task: str, seed: int | None = None, test_seed: int | None = None, data_dir: Path | None = None
+) -> list[str]:
+    """The config overrides that dedicated flags stand for (--task, --seed, --test-seed, --data-dir)."""
+    overrides = [f"task.name={task}"]
     if seed is not None:
-        extra.append(f"seed={seed}")
+        overrides.append(f"seed={seed}")
     if test_seed is not None:
-        extra.append(f"eval.seed={test_seed}")
-    config = load_config(config_path, [*extra, *(overrides or [])])
+        overrides.append(f"eval.seed={test_seed}")
+    if data_dir is not None:
+        overrides.append(f"task.data_dir={json.dumps(str(data_dir))}")  # JSON strings are YAML
+    return overrides
+
+
+def _resolve_config(
+    task: str, config_path: Path | None, overrides: list[str] | None, flags: list[str]
+) -> Config:
+    """Config file (or defaults), then the flags, then --set; validated."""
+    config = load_config(config_path, [*flags, *(overrides or [])])
     if config_path is not None and load_config(config_path).task.name != task:
         raise L2LError(f"--task {task} does not match task.name in {config_path}")
     return config
@@ -81,6 +91,7 @@ def meta_train_command(
     config: ConfigOption = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/TASK).")] = None,
     seed: SeedOption = None,
+    data_dir: DataDirOption = None,
     set_: SetOption = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")
@@ -108,7 +119,7 @@ def meta_train_command(
         if not runs.training_state_path(run_dir).is_file():
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
-        resolved = _resolve_config(task, config, set_, seed)
+        resolved = _resolve_config(task, config, set_, _flag_overrides(task, seed, None, data_dir))
         runs.create_run_dir(run_dir, resolved, force=force)
     typer.echo(f"run folder: {run_dir}", err=True)
     with MetaTrainingDisplay(resolved.meta.iterations) as display:
@@ -140,18 +151,16 @@ def evaluate_command(
         Path | None, typer.Option(help="Output folder (default: RUN/eval or runs/eval/NAME).")
     ] = None,
     test_seed: TestSeedOption = None,
+    data_dir: DataDirOption = None,
     set_: SetOption = None,
 ) -> None:
     """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
     run_dir = Path(optimizer)
+    flags = _flag_overrides(task, None, test_seed, data_dir)
     if config is None and run_dir.is_dir():
-        resolved = with_overrides(
-            runs.load_run_config(run_dir), [f"task.name={task}", *(set_ or [])]
-        )
-        if test_seed is not None:
-            resolved = with_overrides(resolved, [f"eval.seed={test_seed}"])
+        resolved = with_overrides(runs.load_run_config(run_dir), [*flags, *(set_ or [])])
     else:
-        resolved = _resolve_config(task, config, set_, test_seed=test_seed)
+        resolved = _resolve_config(task, config, set_, flags)
     default_out = (
         run_dir / "eval"
         if run_dir.is_dir()
@@ -176,6 +185,7 @@ def compare_command(
         Path | None, typer.Option(help="Output folder (default: runs/compare-TASK).")
     ] = None,
     test_seed: TestSeedOption = None,
+    data_dir: DataDirOption = None,
     set_: SetOption = None,
 ) -> None:
     """Tune each baseline's learning rate on training problems; compare all on the same test problems."""
@@ -187,7 +197,7 @@ def compare_command(
     names = [name.strip() for name in baselines.split(",") if name.strip()]
     for name in names:
         check_baseline_name(name)
-    resolved = _resolve_config(task, config, set_, test_seed=test_seed)
+    resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned or []]
     out_dir = out or Path("runs") / f"compare-{task}"
     typer.echo(
