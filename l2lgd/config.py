@@ -23,6 +23,7 @@ QUADRATIC_VARIANTS = ("paper", "deepmind")
 ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
+META_OBJECTIVES = ("sum", "log_sum")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class MetaConfig:
     learning_rate: float = 1e-3
     grad_clip: float = 0.0
     second_derivatives: bool = False
+    objective: str = "sum"
     validate_every: int = 25
     num_validation_problems: int = 256
 
@@ -99,6 +101,7 @@ class MetaConfig:
             )
         _check_range("meta.learning_rate", self.learning_rate, low=0.0, strict=True)
         _check_range("meta.grad_clip", self.grad_clip, low=0.0)
+        _check_choice("meta.objective", self.objective, META_OBJECTIVES)
         _check_range("meta.validate_every", self.validate_every, low=1)
         _check_range("meta.num_validation_problems", self.num_validation_problems, low=1)
 

@@ -1,5 +1,6 @@
 """Rollouts, meta-gradients and evaluation curves, each against a second, independent route."""
 
+import dataclasses
 import functools
 import logging
 
@@ -304,3 +305,24 @@ def test_learned_optimizer_runs_in_float64(tiny_config):
         final, losses = rollout(task, optimizer, state, problems, jax.random.key(2), 4)
     assert losses.dtype == jnp.float64
     assert final.params.dtype == jnp.float64
+
+
+def test_log_sum_objective_sums_the_log_losses(tiny_config):
+    """meta.objective=log_sum is the mean over problems of the summed log-losses of the unroll."""
+    task = make_task(tiny_config.task)
+    weights = jax.tree.map(
+        lambda w: w + 0.05, init_lstm_weights(jax.random.key(0), tiny_config.optimizer)
+    )
+    params, problems = sample_batch(task, jax.random.key(1), 4)
+    optimizer = learned_optimizer(weights, tiny_config.optimizer)
+    state = init_optimizee_state(optimizer, params)
+    key = jax.random.key(2)
+    _, losses = rollout(task, optimizer, state, problems, key, tiny_config.meta.unroll)
+    log_config = dataclasses.replace(tiny_config.meta, objective="log_sum")
+    value, _ = meta_loss(weights, task, tiny_config.optimizer, log_config, state, problems, key)
+    expected = np.mean(np.sum(np.log(np.asarray(losses, np.float64)), axis=0))
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    plain, _ = meta_loss(
+        weights, task, tiny_config.optimizer, tiny_config.meta, state, problems, key
+    )
+    assert abs(float(plain) - float(value)) > 1.0

@@ -45,11 +45,17 @@ def meta_loss(
     problems: Any,
     key: jax.Array,
 ) -> tuple[jax.Array, OptimizeeState]:
-    """The summed loss of one truncated unroll, averaged over problems; also the final state."""
+    """The meta-loss of one truncated unroll, averaged over problems; also the final state.
+
+    objective "sum" is the paper's: the sum of the optimizee losses over the unroll. "log_sum"
+    sums their logarithms instead, so that late steps (small losses) weigh as much as early ones.
+    """
     optimizer = learned_optimizer(weights, optimizer_config)
     state, losses = rollout(
         task, optimizer, state, problems, key, meta_config.unroll, meta_config.second_derivatives
     )
+    if meta_config.objective == "log_sum":
+        losses = jnp.log(losses)
     return jnp.mean(jnp.sum(losses, axis=0)), state
 
 
