@@ -106,6 +106,7 @@ def meta_train_command(
     """Meta-train the LSTM optimizer; keep the best checkpoint by validation loss."""
     from l2lgd.meta.train import meta_train
     from l2lgd.progress import MetaTrainingDisplay
+    from l2lgd.tasks import make_task
 
     run_dir = out or Path("runs") / task
     if resume:
@@ -120,6 +121,7 @@ def meta_train_command(
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
         resolved = _resolve_config(task, config, set_, _flag_overrides(task, seed, None, data_dir))
+        make_task(resolved.task)  # missing data fails here, before a run folder exists
         runs.create_run_dir(run_dir, resolved, force=force)
     typer.echo(f"run folder: {run_dir}", err=True)
     with MetaTrainingDisplay(resolved.meta.iterations) as display:
@@ -193,12 +195,14 @@ def compare_command(
     from l2lgd.optimizers.baselines import check_baseline_name
     from l2lgd.plot import plot_curves
     from l2lgd.sources import load_learned
+    from l2lgd.tasks import make_task
 
     names = [name.strip() for name in baselines.split(",") if name.strip()]
     for name in names:
         check_baseline_name(name)
     resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned or []]
+    make_task(resolved.task)  # missing data fails before anything is printed
     out_dir = out or Path("runs") / f"compare-{task}"
     typer.echo(
         f"tuning {', '.join(names)} on {resolved.eval.num_tuning_problems} training problems, "

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import jax
 
 from l2lgd.config import TaskConfig
-from l2lgd.data import ImageDataset, load_mnist
+from l2lgd.data import ImageDataset, load_mnist, resolve_data_dir
 from l2lgd.errors import ConfigError
 from l2lgd.sharding import shard_problems
 from l2lgd.tasks.mlp import MLPTask
@@ -37,7 +37,10 @@ def make_task(config: TaskConfig) -> Task:
     if config.name == "quadratic":
         return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
     if config.name == "mnist":
-        dataset = load_mnist_cached(config.data_source, config.data_dir or None, config.download)
+        data_dir = config.data_dir or None
+        if config.data_source == "files":  # key the cache on the folder, not on an unset env var
+            data_dir = str(resolve_data_dir(data_dir))
+        dataset = load_mnist_cached(config.data_source, data_dir, config.download)
         return MLPTask(
             dataset,
             hidden_sizes=config.hidden_sizes,
