@@ -18,8 +18,8 @@ import optax
 from l2lgd.config import OptimizerConfig
 from l2lgd.optimizers.baselines import baseline
 from l2lgd.optimizers.lstm import learned_optimizer
-from l2lgd.rollout import init_optimizee_state, rollout
-from l2lgd.tasks import Task, sample_batch
+from l2lgd.rollout import optimize_sampled_problems
+from l2lgd.tasks import Task
 
 CURVES_FILE = "curves.json"
 
@@ -42,18 +42,14 @@ def evaluation_run(
 ) -> tuple[jax.Array, Metrics]:
     """Runs `make_optimizer(hyperparams)` on `num_problems` problems for `num_steps` steps.
 
-    The problems and initial parameters depend on `key` only, so two optimizers given the same
-    key are evaluated on the same problems from the same starting points.
+    The problems and initial parameters depend on `key` only (see `optimize_sampled_problems`).
 
     Returns:
       The loss curves, shape (num_steps + 1, num_problems), and, if `with_test_metrics` (tasks
       with a test split), each problem's final test-set metrics, shape (num_problems,) each.
     """
-    problem_key, run_key = jax.random.split(key)
-    params, problems = sample_batch(task, problem_key, num_problems)
     optimizer = make_optimizer(hyperparams)
-    state = init_optimizee_state(optimizer, params)
-    state, curves = rollout(task, optimizer, state, problems, run_key, num_steps)
+    state, curves = optimize_sampled_problems(task, optimizer, key, num_problems, num_steps)
     # One problem at a time: a whole test split per problem at once would not fit in memory.
     metrics = jax.lax.map(task.test_metrics, state.params) if with_test_metrics else {}
     return curves, metrics

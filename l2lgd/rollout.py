@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from l2lgd.tasks import Task
+from l2lgd.tasks import Task, sample_batch
 
 
 class OptimizeeState(NamedTuple):
@@ -80,3 +80,21 @@ def rollout(
     state, losses = jax.lax.scan(remat_step, state, jax.numpy.arange(num_steps))
     final_losses = batch_loss(task, state.params, problems, jax.random.fold_in(key, num_steps))
     return state, jax.numpy.concatenate([losses, final_losses[None]], axis=0)
+
+
+def optimize_sampled_problems(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+) -> tuple[OptimizeeState, jax.Array]:
+    """Samples `num_problems` problems from `key` and runs `optimizer` on them from scratch.
+
+    The problems, initial parameters and minibatches depend on `key` only, so two optimizers
+    given the same key meet the same problems from the same starting points.
+    """
+    problem_key, run_key = jax.random.split(key)
+    params, problems = sample_batch(task, problem_key, num_problems)
+    state = init_optimizee_state(optimizer, params)
+    return rollout(task, optimizer, state, problems, run_key, num_steps)

@@ -24,9 +24,9 @@ from l2lgd.config import Config
 from l2lgd.errors import CheckpointError, DivergenceError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
 from l2lgd.optimizers.lstm import init_lstm_weights, learned_optimizer
-from l2lgd.rollout import init_optimizee_state, rollout
+from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
-from l2lgd.tasks import Task, make_task, sample_batch
+from l2lgd.tasks import Task, make_task
 
 
 @dataclass
@@ -42,14 +42,11 @@ def make_learned_evaluator(
     task: Task, config: Config, num_problems: int, num_steps: int, key: jax.Array
 ) -> Callable[[Any], jax.Array]:
     """A jitted function weights -> loss curves (steps + 1, problems) on fixed sampled problems."""
-    problem_key, run_key = jax.random.split(key)
 
     @jax.jit
     def evaluate(weights: Any) -> jax.Array:
-        params, problems = sample_batch(task, problem_key, num_problems)
         optimizer = learned_optimizer(weights, config.optimizer)
-        state = init_optimizee_state(optimizer, params)
-        return rollout(task, optimizer, state, problems, run_key, num_steps)[1]
+        return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps)[1]
 
     return evaluate
 
