@@ -24,6 +24,7 @@ from l2lgd.evaluate import (
     summary_table,
 )
 from l2lgd.optimizers.baselines import check_baseline_name
+from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, TUNING_STREAM, stream_key
 from l2lgd.sources import LearnedOptimizer
 from l2lgd.tasks import Task, make_task
@@ -54,7 +55,7 @@ def tune_learning_rate(task: Task, name: str, config: Config) -> tuple[float, di
         config.eval.num_tuning_problems,
         config.eval.num_steps,
     )
-    finals = [_finite_or_inf(float(np.mean(c[-1]))) for c in curves]
+    finals = [final_mean_loss(c) for c in curves]
     scores = dict(zip((float(lr) for lr in grid), finals, strict=True))
     return min(scores, key=scores.get), scores
 
@@ -106,10 +107,6 @@ def write_comparison(
         f"(test seed {config.eval.seed}), {config.eval.num_steps} steps\n\n"
     )
     (out_dir / SUMMARY_FILE).write_text(header + summary_table(summaries, config.eval.num_steps))
-
-
-def _finite_or_inf(value: float) -> float:
-    return value if math.isfinite(value) else math.inf
 
 
 def _json_safe(tree: Any) -> Any:

@@ -6,9 +6,11 @@ optimizer) are both this one scan; they differ only in what is differentiated an
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 
 from l2lgd.tasks import Task, sample_batch
@@ -98,3 +100,12 @@ def optimize_sampled_problems(
     params, problems = sample_batch(task, problem_key, num_problems)
     state = init_optimizee_state(optimizer, params)
     return rollout(task, optimizer, state, problems, run_key, num_steps)
+
+
+def final_mean_loss(curves: jax.Array) -> float:
+    """Mean loss over problems at the last step of `curves`; inf if it is not finite (diverged).
+
+    The score of validation (early stopping) and of the baselines' learning-rate search.
+    """
+    value = float(np.mean(np.asarray(curves[-1])))
+    return value if math.isfinite(value) else math.inf

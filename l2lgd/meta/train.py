@@ -24,7 +24,7 @@ from l2lgd.config import Config
 from l2lgd.errors import CheckpointError, DivergenceError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
 from l2lgd.optimizers.lstm import init_lstm_weights, learned_optimizer
-from l2lgd.rollout import optimize_sampled_problems
+from l2lgd.rollout import final_mean_loss, optimize_sampled_problems
 from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
 from l2lgd.tasks import Task, make_task
 
@@ -49,12 +49,6 @@ def make_learned_evaluator(
         return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps)[1]
 
     return evaluate
-
-
-def final_mean_loss(curves: jax.Array) -> float:
-    """The validation metric: mean loss over problems at the last step (inf if not finite)."""
-    value = float(jnp.mean(curves[-1]))
-    return value if math.isfinite(value) else math.inf
 
 
 def meta_train(
@@ -147,20 +141,15 @@ def _validate_and_save(
     record: dict[str, Any] = {"iteration": progress.iteration, "validation_loss": validation_loss}
     if meta_loss is not None:
         record["meta_loss"] = meta_loss
+    provenance = runs.provenance(config, progress.iteration, validation_loss)
     if validation_loss < progress.best_validation_loss:
         progress.best_validation_loss = validation_loss
         progress.best_iteration = progress.iteration
         save_weights(
-            runs.best_weights_path(run_dir),
-            meta_state.weights,
-            config.optimizer,
-            provenance=runs.provenance(config, progress.iteration, validation_loss),
+            runs.best_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
         )
     save_weights(
-        runs.latest_weights_path(run_dir),
-        meta_state.weights,
-        config.optimizer,
-        provenance=runs.provenance(config, progress.iteration, validation_loss),
+        runs.latest_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
     )
     save_training_state(run_dir, meta_state, progress)
     runs.append_metrics(run_dir, record)
