@@ -30,6 +30,7 @@ def save_tree(path: Path, tree: dict[str, Any]) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; results and shipped weights are shared
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

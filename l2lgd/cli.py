@@ -144,10 +144,16 @@ def evaluate_command(
     optimizer: Annotated[
         str,
         typer.Option(
-            help="A run folder, a weights file, or a baseline as NAME:LR (e.g. adam:0.1)."
+            help="A run folder, a weights file, a pretrained name (see `l2l pretrained`), "
+            "or a baseline as NAME:LR (e.g. adam:0.1)."
         ),
     ],
-    task: TaskOption = "quadratic",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Problem family (default: the one the optimizer was trained on, else quadratic)."
+        ),
+    ] = None,
     config: ConfigOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: RUN/eval or runs/eval/NAME).")
@@ -158,9 +164,11 @@ def evaluate_command(
 ) -> None:
     """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
     run_dir = Path(optimizer)
+    training_config = None if config is not None else _training_config(optimizer)
+    task = task or (training_config.task.name if training_config else "quadratic")
     flags = _flag_overrides(task, None, test_seed, data_dir)
-    if config is None and run_dir.is_dir():
-        resolved = with_overrides(runs.load_run_config(run_dir), [*flags, *(set_ or [])])
+    if training_config is not None:
+        resolved = with_overrides(training_config, [*flags, *(set_ or [])])
     else:
         resolved = _resolve_config(task, config, set_, flags)
     default_out = (
@@ -169,6 +177,18 @@ def evaluate_command(
         else Path("runs") / "eval" / optimizer.replace(":", "_")
     )
     _evaluate_and_report(resolved, optimizer, out or default_out)
+
+
+def _training_config(optimizer_spec: str) -> Config | None:
+    """The config a learned optimizer was trained with (run folder or shipped name), else None."""
+    from l2lgd.config import config_from_dict
+    from l2lgd.pretrained import pretrained_name, read_provenance
+
+    if Path(optimizer_spec).is_dir():
+        return runs.load_run_config(Path(optimizer_spec))
+    if not Path(optimizer_spec).exists() and (name := pretrained_name(optimizer_spec)):
+        return config_from_dict(read_provenance(name)["config"])
+    return None
 
 
 @app.command("compare")
@@ -180,7 +200,9 @@ def compare_command(
     ] = "adam,rmsprop,nag,sgd",
     learned: Annotated[
         list[str] | None,
-        typer.Option(help="Learned optimizer: a run folder or weights file (repeatable)."),
+        typer.Option(
+            help="Learned optimizer: a run folder, a weights file or a pretrained name (repeatable)."
+        ),
     ] = None,
     config: ConfigOption = None,
     out: Annotated[
@@ -237,6 +259,45 @@ def plot_command(
             raise
     for figure in figures:
         typer.echo(str(figure))
+
+
+@app.command("pretrained")
+@_user_errors
+def pretrained_command() -> None:
+    """List the learned optimizers shipped with l2lgd, what they were trained on, and their figures."""
+    from l2lgd.pretrained import pretrained_names, pretrained_path, read_provenance
+
+    names = pretrained_names()
+    if not names:
+        raise L2LError("this installation ships no pretrained optimizers")
+    for name in names:
+        provenance = read_provenance(name)
+        typer.echo(f"{name}: {provenance.get('description', '')}")
+        typer.echo(f"  file: {pretrained_path(name)}")
+        typer.echo(
+            f"  trained: task {provenance['config']['task']['name']}, seed "
+            f"{provenance['config']['seed']}, iteration {provenance['iteration']}, "
+            f"code {provenance['code_version']}"
+        )
+        evaluation = provenance.get("evaluation")
+        if evaluation:
+            typer.echo(f"  {_evaluation_line(evaluation)}")
+        typer.echo(
+            f"  use: l2l compare --task {provenance['config']['task']['name']} --learned {name}"
+        )
+
+
+def _evaluation_line(evaluation: dict[str, Any]) -> str:
+    """One line of a shipped optimizer's test figures: its loss against the best tuned baseline."""
+    learned = evaluation["learned"]
+    finite = {k: v for k, v in evaluation["baselines"].items() if v["final_mean"] is not None}
+    best = min(finite, key=lambda label: finite[label]["final_mean"])
+    return (
+        f"test ({evaluation['num_problems']} problems, {evaluation['num_steps']} steps, seed "
+        f"{evaluation['test_seed']}): final loss {learned['final_mean']:.4g} "
+        f"± {learned['final_ci95']:.2g} vs {best} {finite[best]['final_mean']:.4g} "
+        f"(ratio {evaluation['ratio_to_best_baseline']:.3f})"
+    )
 
 
 def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Where learned-optimizer weights come from: a run folder (its best checkpoint) or a weights file."""
+"""Where learned-optimizer weights come from: a run folder, a weights file, or a shipped name."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2lgd import runs
+import optax
+
+from l2lgd import pretrained, runs
 from l2lgd.checkpoint import load_weights
 from l2lgd.config import OptimizerConfig
 from l2lgd.errors import L2LError
+from l2lgd.optimizers.lstm import learned_optimizer
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,44 @@ class LearnedOptimizer:
     provenance: dict[str, Any]
 
 
-def load_learned(spec: str) -> LearnedOptimizer:
-    """Loads the weights `spec` names: a run folder (its best checkpoint) or a weights file."""
+def load_learned(spec: str | Path) -> LearnedOptimizer:
+    """Loads the weights `spec` names.
+
+    `spec` is a run folder (its best checkpoint), a weights file, or the name of a shipped
+    optimizer (`l2l pretrained` lists them), optionally written `pretrained:NAME`. A path that
+    exists wins over a shipped name.
+    """
     path = Path(spec)
     if path.is_dir():
-        weights_path = runs.best_weights_path(path)
-        label = f"LSTM ({path.name})"
+        weights_path, label = runs.best_weights_path(path), f"LSTM ({path.name})"
     elif path.is_file():
-        weights_path = path
-        label = f"LSTM ({path.stem})"
+        weights_path, label = path, f"LSTM ({path.stem})"
+    elif (name := pretrained.pretrained_name(str(spec))) is not None:
+        weights_path, label = pretrained.pretrained_path(name), f"LSTM (pretrained {name})"
     else:
-        raise L2LError(f"{spec!r} is neither a run folder nor a weights file")
+        raise L2LError(
+            f"{str(spec)!r} is neither a run folder, a weights file, nor a pretrained optimizer "
+            f"(shipped: {', '.join(pretrained.pretrained_names()) or 'none'})"
+        )
     weights, config, provenance = load_weights(weights_path)
     return LearnedOptimizer(label, weights, config, provenance)
+
+
+def load_optimizer(spec: str | Path) -> optax.GradientTransformation:
+    """The learned optimizer `spec` names, as an optax transformation: one line to use it.
+
+    Args:
+      spec: a run folder, a weights file, or a shipped name such as "mnist" (see `load_learned`).
+
+    Returns:
+      An `optax.GradientTransformation` over any pytree of float parameters; add its updates to
+      the parameters with `optax.apply_updates`.
+
+    Example:
+      >>> optimizer = l2lgd.load_optimizer("mnist")
+      >>> opt_state = optimizer.init(params)
+      >>> updates, opt_state = optimizer.update(grads, opt_state)
+      >>> params = optax.apply_updates(params, updates)
+    """
+    learned = load_learned(spec)
+    return learned_optimizer(learned.weights, learned.config)

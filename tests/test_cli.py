@@ -47,7 +47,7 @@ def read_json(path: Path) -> dict:
 @pytest.mark.parametrize(
     ("command", "options"),
     [
-        ([], ["meta-train", "evaluate", "compare", "plot"]),
+        ([], ["meta-train", "evaluate", "compare", "plot", "pretrained"]),
         (["meta-train"], ["--task", "--config", "--out", "--seed", "--set", "--resume", "--force"]),
         (["evaluate"], ["--optimizer", "--task", "--config", "--out", "--test-seed", "--set"]),
         (["compare"], ["--baselines", "--learned", "--config", "--out", "--test-seed", "--set"]),

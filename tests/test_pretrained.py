@@ -1,0 +1,169 @@
+"""Shipped optimizers: each still reaches its stored figure, names resolve, and they ship in a wheel."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY_OVERRIDES
+from typer.testing import CliRunner
+
+from l2lgd import pretrained, runs
+from l2lgd.checkpoint import load_weights
+from l2lgd.cli import app
+from l2lgd.compare import compare
+from l2lgd.config import Config, with_overrides
+from l2lgd.data import DATA_DIR_ENV
+from l2lgd.errors import L2LError
+from l2lgd.meta.train import meta_train
+from l2lgd.sources import load_learned
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ["mnist", "quadratic", "quadratic_deepmind"]
+
+
+def test_the_package_ships_the_documented_optimizers():
+    assert pretrained.pretrained_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_provenance_is_complete(name):
+    provenance = pretrained.read_provenance(name)
+    assert provenance["config"]["task"]["name"] in name
+    assert isinstance(provenance["config"]["seed"], int)
+    assert provenance["code_version"].startswith("0.1.0")
+    assert provenance["description"]
+    evaluation = provenance["evaluation"]
+    assert evaluation["num_problems"] >= 100
+    learned, baselines = evaluation["learned"]["final_mean"], evaluation["baselines"]
+    assert {"adam", "rmsprop", "nag", "sgd"} <= set(baselines)
+    best = min(b["final_mean"] for b in baselines.values())
+    np.testing.assert_allclose(evaluation["ratio_to_best_baseline"], learned / best)
+    assert evaluation["ratio_to_best_baseline"] < 1  # all three beat every tuned baseline
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_optimizer_still_reaches_its_stored_figure(name):
+    """Re-runs each file's check evaluation: a code change that alters what the weights do fails."""
+    weights, _, provenance = load_weights(pretrained.pretrained_path(name))
+    if provenance["config"]["task"]["name"] == "mnist" and not os.environ.get(DATA_DIR_ENV):
+        pytest.skip(f"MNIST files not available (set {DATA_DIR_ENV})")
+    check = provenance["check"]
+    spec = pretrained.CheckSpec(check["seed"], check["num_problems"], check["num_steps"])
+    figure = pretrained.check_figure(weights, provenance, spec)
+    np.testing.assert_allclose(figure, check["mean_final_loss"], rtol=check["rtol"])
+    assert check["rtol"] <= 0.01
+
+
+@pytest.mark.parametrize("spec", ["quadratic", "pretrained:quadratic"])
+def test_a_pretrained_name_loads_the_shipped_file(spec):
+    learned = load_learned(spec)
+    weights, config, _ = load_weights(pretrained.weights_dir() / "quadratic.msgpack")
+    assert learned.config == config
+    for actual, expected in zip(
+        jax.tree.leaves(learned.weights), jax.tree.leaves(weights), strict=True
+    ):
+        np.testing.assert_array_equal(actual, expected)
+    assert learned.label == "LSTM (pretrained quadratic)"
+
+
+def test_an_existing_path_wins_over_a_pretrained_name(tmp_path, monkeypatch):
+    weights, config, provenance = load_weights(pretrained.pretrained_path("mnist"))
+    from l2lgd.checkpoint import save_weights
+
+    save_weights(tmp_path / "quadratic", weights, config, provenance)
+    monkeypatch.chdir(tmp_path)
+    assert load_learned("quadratic").config == config  # the MNIST weights under that file name
+    assert load_learned("pretrained:quadratic").config != config
+
+
+def test_an_unknown_name_lists_the_shipped_ones():
+    with pytest.raises(L2LError, match="quadratic_deepmind"):
+        load_learned("cifar-not-shipped")
+
+
+def test_package_pretrained_stores_figures_that_check_figure_reproduces(tmp_path):
+    config = with_overrides(Config(), TINY_OVERRIDES)
+    run_dir, comparison_dir = tmp_path / "run", tmp_path / "compare"
+    runs.create_run_dir(run_dir, config)
+    meta_train(config, run_dir)
+    compare(config, ["adam", "sgd"], [load_learned(run_dir)], comparison_dir)
+    check = pretrained.CheckSpec(seed=3, num_problems=8, num_steps=10)
+
+    path = pretrained.package_pretrained("tiny", run_dir, comparison_dir, "a test", check, tmp_path)
+
+    weights, _, provenance = load_weights(path)
+    assert provenance["check"]["num_problems"] == 8
+    assert provenance["evaluation"]["baselines"].keys() == {"adam", "sgd"}
+    figure = pretrained.check_figure(weights, provenance, check)
+    assert figure == pytest.approx(provenance["check"]["mean_final_loss"], rel=1e-6)
+    other = pretrained.check_figure(weights, provenance, pretrained.CheckSpec(4, 8, 10))
+    assert other != pytest.approx(figure, rel=1e-3)  # the stored figure depends on its problems
+
+
+def test_l2l_pretrained_lists_every_shipped_optimizer_with_its_figures():
+    result = CliRunner().invoke(app, ["pretrained"])
+    assert result.exit_code == 0, result.output
+    for name in SHIPPED:
+        assert f"{name}: " in result.stdout
+        ratio = pretrained.read_provenance(name)["evaluation"]["ratio_to_best_baseline"]
+        assert f"(ratio {ratio:.3f})" in result.stdout
+
+
+def test_compare_and_evaluate_accept_a_pretrained_name(tmp_path):
+    sets = [arg for override in TINY_OVERRIDES for arg in ("--set", override)]
+    out = tmp_path / "compare"
+    result = CliRunner().invoke(
+        app,
+        ["compare", "--baselines", "adam", "--learned", "quadratic", "--out", str(out), *sets],
+    )
+    assert result.exit_code == 0, result.output
+    assert "LSTM (pretrained quadratic)" in (out / "summary.md").read_text()
+
+    out = tmp_path / "evaluate"
+    result = CliRunner().invoke(
+        app, ["evaluate", "--optimizer", "quadratic_deepmind", "--out", str(out), *sets]
+    )
+    assert result.exit_code == 0, result.output
+    # With no --task and no --config, it runs on the task it was trained on.
+    assert "quadratic: 16 held-out problems" in (out / "summary.md").read_text()
+
+
+def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(tmp_path):
+    """A fresh install (the wheel unpacked into its own folder) finds the shipped optimizers."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
+        + ["--quiet", "--wheel-dir", str(tmp_path / "wheel")],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "wheel").glob("l2lgd-*.whl")
+    shipped = sorted(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".msgpack"))
+    assert shipped == [f"l2lgd/weights/{name}.msgpack" for name in SHIPPED]
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = (
+        "import l2lgd, optax, jax.numpy as jnp\n"
+        "opt = l2lgd.load_optimizer('mnist')\n"
+        "params = {'w': jnp.ones(3)}\n"
+        "updates, _ = opt.update({'w': jnp.ones(3)}, opt.init(params))\n"
+        "print(l2lgd.__file__, float(jnp.abs(updates['w']).sum()) > 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    location, moved = result.stdout.split()
+    assert Path(location).is_relative_to(site)  # the installed copy, not this checkout
+    assert moved == "True"
