@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 L2LGD_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export L2LGD_DATA_DIR
 
-.PHONY: setup test lint format demo reproduce reproduce-quadratic reproduce-mnist bench clean
+.PHONY: setup test lint format demo reproduce example bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,23 +34,13 @@ demo: setup  ## meta-train on quadratics (small budget), compare with tuned base
 	$(BIN)/l2l compare --task quadratic --config configs/demo.yaml --learned runs/demo --out runs/demo/compare
 	@echo "demo outputs: runs/demo/ (checkpoints, metrics.jsonl, meta_training.png) and runs/demo/compare/ (summary.md, loss.png, loss.pdf)"
 
-MNIST_PROBES := mnist_200steps mnist_40units mnist_2layers mnist_relu
+PROFILE ?= default
 
-reproduce: reproduce-quadratic reproduce-mnist  ## every implemented paper experiment -> results/
-	@echo "figures and tables: results/*/ (loss.png, loss.pdf, summary.md)"
+reproduce: setup  ## every implemented paper experiment -> results/REPORT.md; PROFILE=paper for the paper's budget (a GPU)
+	$(BIN)/l2l reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TEST_SEED),--test-seed $(TEST_SEED))
 
-reproduce-quadratic: setup  ## the paper's quadratics (both variants) with the full budget
-	$(BIN)/l2l meta-train --task quadratic --config configs/quadratic.yaml --out runs/quadratic --force
-	$(BIN)/l2l compare --task quadratic --config configs/quadratic.yaml --learned runs/quadratic --out results/quadratic
-	$(BIN)/l2l meta-train --task quadratic --config configs/quadratic_deepmind.yaml --out runs/quadratic_deepmind --force
-	$(BIN)/l2l compare --task quadratic --config configs/quadratic_deepmind.yaml --learned runs/quadratic_deepmind --out results/quadratic_deepmind
-
-reproduce-mnist: setup  ## MNIST (needs the IDX files in $L2LGD_DATA_DIR) and its generalization probes
-	$(BIN)/l2l meta-train --task mnist --config configs/mnist.yaml --out runs/mnist --force
-	$(BIN)/l2l compare --task mnist --config configs/mnist.yaml --learned runs/mnist --out results/mnist
-	for probe in $(MNIST_PROBES); do \
-	  $(BIN)/l2l compare --task mnist --config configs/$$probe.yaml --learned runs/mnist --out results/$$probe || exit 1; \
-	done
+example: setup  ## a flax model trained on MNIST with the shipped learned optimizer and with Adam
+	$(BIN)/python examples/flax_mnist.py --out runs/example
 
 bench: setup  ## meta-training and evaluation throughput -> runs/bench.json
 	$(BIN)/python scripts/benchmark.py --out runs/bench.json

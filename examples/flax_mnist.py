@@ -167,7 +167,8 @@ def write_results(workdir: Path, config: ExampleConfig, results: dict) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(results["learned"]["mean_curve"], label=f"learned ({config.learned})")
     axes.plot(results["adam"]["mean_curve"], label=f"Adam, lr {results['adam']['learning_rate']:g}")
-    axes.set(xlabel="step", ylabel="minibatch loss", yscale="log", title="flax MLP on MNIST")
+    title = f"flax MLP {config.hidden_sizes} on MNIST, {config.init} init"
+    axes.set(xlabel="step", ylabel="minibatch loss", yscale="log", title=title)
     axes.legend()
     figure.tight_layout()
     figure.savefig(workdir / "loss.png", dpi=120)

@@ -261,6 +261,57 @@ def plot_command(
         typer.echo(str(figure))
 
 
+@app.command("reproduce")
+@_user_errors
+def reproduce_command(
+    profile: Annotated[
+        str, typer.Option(help="Budget: default (a 2-core CPU, about an hour) or paper (a GPU).")
+    ] = "default",
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for REPORT.md and figures (default: results, or results/PROFILE)."
+        ),
+    ] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs", help="Folder for the meta-training runs (default: runs/reproduce-PROFILE)."
+        ),
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated experiments to run (default: all).")
+    ] = None,
+    test_seed: TestSeedOption = None,
+    force: Annotated[
+        bool, typer.Option(help="Redo every step, even those whose outputs are current.")
+    ] = False,
+) -> None:
+    """Every implemented paper experiment, meta-training to figures; writes REPORT.md.
+
+    Steps whose outputs are there and current are skipped, so a rerun after a crash continues.
+    """
+    from l2lgd.reproduce import PROFILES, reproduce
+
+    if profile not in PROFILES:
+        raise L2LError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    names = None
+    if only is not None:
+        names = tuple(name.strip() for name in only.split(",") if name.strip())
+    default_results = Path("results") if profile == "default" else Path("results") / profile
+    report = reproduce(
+        PROFILES[profile],
+        runs_dir or Path("runs") / f"reproduce-{profile}",
+        results or default_results,
+        test_seed=test_seed,
+        only=names,
+        force=force,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(report.read_text())
+    typer.echo(f"report: {report}")
+
+
 @app.command("pretrained")
 @_user_errors
 def pretrained_command() -> None:

@@ -1,0 +1,418 @@
+"""`make reproduce`: every paper experiment l2lgd implements, from meta-training to figures and a report.
+
+Each step writes into its own folder and is skipped when its outputs are there and current:
+- a meta-training run is current when its config equals the profile's and it ran every
+  iteration; a run that stopped part-way (a crash, a kill) is resumed from its latest checkpoint;
+- a comparison is current when its stamp file records the same config and the same learned
+  weights (sha256 of the weights file).
+The report, `REPORT.md`, is rewritten at the end from whatever results exist: one section per
+paper figure, our figure beside the paper's claim, and a table per experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2lgd import runs
+from l2lgd.checkpoint import load_tree
+from l2lgd.compare import SUMMARY_FILE, compare
+from l2lgd.config import Config, config_to_dict, load_config, with_overrides
+from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
+from l2lgd.evaluate import CURVES_FILE
+from l2lgd.meta.train import meta_train
+from l2lgd.plot import FIGURE_NAME, plot_curves
+from l2lgd.sources import load_learned
+from l2lgd.tasks import make_task
+
+REPORT_FILE = "REPORT.md"
+STAMP_FILE = "inputs.json"
+BASELINES = ("adam", "rmsprop", "nag", "sgd")
+
+
+@dataclass(frozen=True)
+class Training:
+    """One meta-training run: its name (the run folder) and config file."""
+
+    name: str
+    config: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One comparison of a trained optimizer with the tuned baselines, as in one paper panel.
+
+    `learned_wins` is the paper's claim: True if the learned optimizer ends below every tuned
+    baseline, False where the paper reports it failing (MNIST with ReLU).
+    """
+
+    name: str
+    figure: str
+    claim: str
+    config: str
+    training: str
+    learned_wins: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A budget: config overrides by task name ("*": every task), for training and for comparing."""
+
+    name: str
+    description: str
+    train: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    compare: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def overrides(self, stage: str, task: str) -> list[str]:
+        table = self.train if stage == "train" else self.compare
+        return [*table.get("*", ()), *table.get(task, ())]
+
+
+TRAININGS = (
+    Training("quadratic", "configs/quadratic.yaml"),
+    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml"),
+    Training("mnist", "configs/mnist.yaml"),
+)
+
+EXPERIMENTS = (
+    Experiment(
+        "quadratic",
+        "Figure 4, left",
+        "On random 10-d quadratics the LSTM optimizer ends below SGD, RMSprop, Adam and NAG.",
+        "configs/quadratic.yaml",
+        "quadratic",
+    ),
+    Experiment(
+        "quadratic_deepmind",
+        "Figure 4, left",
+        "The same, on the original code's quadratics (W, y uniform in [0, 1)).",
+        "configs/quadratic_deepmind.yaml",
+        "quadratic_deepmind",
+    ),
+    Experiment(
+        "mnist",
+        "Figure 4, center",
+        "Training an MNIST MLP (20 sigmoid units) for 100 steps, the LSTM beats every baseline.",
+        "configs/mnist.yaml",
+        "mnist",
+    ),
+    Experiment(
+        "mnist_200steps",
+        "Figure 4, right",
+        "Run for 200 steps, twice its training horizon, the LSTM stays below the baselines.",
+        "configs/mnist_200steps.yaml",
+        "mnist",
+    ),
+    Experiment(
+        "mnist_40units",
+        "Figure 5, left",
+        "It generalizes to an MLP of 40 hidden units (trained on 20).",
+        "configs/mnist_40units.yaml",
+        "mnist",
+    ),
+    Experiment(
+        "mnist_2layers",
+        "Figure 5, center",
+        "It generalizes to an MLP of 2 hidden layers (trained on 1).",
+        "configs/mnist_2layers.yaml",
+        "mnist",
+    ),
+    Experiment(
+        "mnist_relu",
+        "Figure 5, right",
+        "It does *not* generalize to ReLU units (trained on sigmoid): it ends above the baselines.",
+        "configs/mnist_relu.yaml",
+        "mnist",
+        learned_wins=False,
+    ),
+)
+
+PROFILES = {
+    "default": Profile(
+        "default",
+        "fits a 2-core CPU in about an hour: the quadratics at full budget; MNIST meta-trained for "
+        "500 iterations instead of 1,000, and its baselines tuned on a grid of 2 learning rates "
+        "per decade instead of 4",
+        train={"mnist": ("meta.iterations=500",)},
+        compare={"mnist": ("eval.lr_per_decade=2",)},
+    ),
+    "paper": Profile(
+        "paper",
+        "the original code's budget, for a GPU: 10,000 meta-iterations per optimizer; MNIST "
+        "evaluated on 1,000 test problems with baselines tuned on 100",
+        train={"*": ("meta.iterations=10000", "meta.validate_every=100")},
+        compare={"mnist": ("eval.num_problems=1000", "eval.num_tuning_problems=100")},
+    ),
+}
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    """What happened to one experiment: its results folder, or why it was skipped."""
+
+    experiment: Experiment
+    out_dir: Path
+    skipped: str | None = None
+
+
+def reproduce(
+    profile: Profile,
+    runs_dir: Path,
+    results_dir: Path,
+    repo_dir: Path = Path("."),
+    test_seed: int | None = None,
+    only: tuple[str, ...] | None = None,
+    force: bool = False,
+    log: Log = print,
+) -> Path:
+    """Runs every experiment (or those named in `only`) and writes the report; returns its path.
+
+    An experiment whose data set is missing is reported as skipped, with the reason; the others
+    still run.
+    """
+    experiments = [e for e in EXPERIMENTS if only is None or e.name in only]
+    if only is not None and (unknown := set(only) - {e.name for e in EXPERIMENTS}):
+        raise ConfigError(
+            f"unknown experiment(s) {', '.join(sorted(unknown))}; valid: "
+            + ", ".join(e.name for e in EXPERIMENTS)
+        )
+    timings: dict[str, float] = {}
+    trained: dict[str, Path | str] = {}
+    outcomes = []
+    for experiment in experiments:
+        out_dir = results_dir / experiment.name
+        if experiment.training not in trained:
+            trained[experiment.training] = _train_or_reason(
+                experiment.training, profile, repo_dir, runs_dir, force, timings, log
+            )
+        run = trained[experiment.training]
+        if isinstance(run, str):
+            outcomes.append(Outcome(experiment, out_dir, skipped=run))
+            continue
+        config = experiment_config(experiment, profile, repo_dir, test_seed)
+        started = time.perf_counter()
+        ran = ensure_compared(config, run, out_dir, force, log)
+        if ran:
+            timings[f"compare {experiment.name}"] = time.perf_counter() - started
+        outcomes.append(Outcome(experiment, out_dir))
+    return write_report(results_dir, profile, outcomes, timings)
+
+
+def training_config(training: Training, profile: Profile, repo_dir: Path) -> Config:
+    config = load_config(repo_dir / training.config)
+    return with_overrides(config, profile.overrides("train", config.task.name))
+
+
+def experiment_config(
+    experiment: Experiment, profile: Profile, repo_dir: Path, test_seed: int | None
+) -> Config:
+    config = load_config(repo_dir / experiment.config)
+    overrides = profile.overrides("compare", config.task.name)
+    if test_seed is not None:
+        overrides.append(f"eval.seed={test_seed}")
+    return with_overrides(config, overrides)
+
+
+def _train_or_reason(
+    name: str,
+    profile: Profile,
+    repo_dir: Path,
+    runs_dir: Path,
+    force: bool,
+    timings: dict[str, float],
+    log: Log,
+) -> Path | str:
+    """The run folder of training `name`, trained if needed; or why it could not be."""
+    (training,) = [t for t in TRAININGS if t.name == name]
+    config = training_config(training, profile, repo_dir)
+    try:
+        make_task(config.task)
+    except DataError as error:
+        log(f"skipping {name}: {error}")
+        return f"data not available ({error})"
+    started = time.perf_counter()
+    run_dir = runs_dir / name
+    if ensure_trained(config, run_dir, force, log):
+        timings[f"meta-train {name}"] = time.perf_counter() - started
+    return run_dir
+
+
+def ensure_trained(config: Config, run_dir: Path, force: bool = False, log: Log = print) -> bool:
+    """Meta-trains `config` in `run_dir` unless it is done already; resumes a run cut short.
+
+    Returns:
+      Whether any training ran.
+    """
+    state = None if force else _run_state(config, run_dir)
+    if state == "done":
+        log(f"meta-train {run_dir}: up to date, skipped")
+        return False
+    if state == "partial":
+        log(f"meta-train {run_dir}: resuming from its latest checkpoint")
+        meta_train(config, run_dir, resume=True, on_iteration=_iteration_logger(config, log))
+        return True
+    log(f"meta-train {run_dir}: {config.meta.iterations} iterations")
+    runs.create_run_dir(run_dir, config, force=True)
+    meta_train(config, run_dir, on_iteration=_iteration_logger(config, log))
+    return True
+
+
+def _run_state(config: Config, run_dir: Path) -> str | None:
+    """ "done", "partial" (same config, resumable) or None (absent, different, or unreadable)."""
+    try:
+        if runs.load_run_config(run_dir) != config:
+            return None
+        iteration = int(load_tree(runs.training_state_path(run_dir))["iteration"])
+    except (CheckpointError, ConfigError, RunDirError, KeyError, OSError, ValueError):
+        return None
+    if iteration >= config.meta.iterations and runs.best_weights_path(run_dir).is_file():
+        return "done"
+    return "partial"
+
+
+def _iteration_logger(config: Config, log: Log) -> Callable[[dict[str, Any]], None]:
+    """Logs a line at each validation: a long unattended run shows it is alive."""
+
+    def on_iteration(record: dict[str, Any]) -> None:
+        if "validation_loss" in record:
+            log(
+                f"  iteration {record['iteration']}/{config.meta.iterations}  validation "
+                f"{record['validation_loss']:.4g}  best {record['best_validation_loss']:.4g}  "
+                f"ETA {record['eta_s']:.0f}s"
+            )
+
+    return on_iteration
+
+
+def ensure_compared(
+    config: Config, run_dir: Path, out_dir: Path, force: bool = False, log: Log = print
+) -> bool:
+    """Tunes the baselines and compares them with the run's best weights, unless current.
+
+    Returns:
+      Whether the comparison ran.
+    """
+    stamp = {
+        "config": config_to_dict(config),
+        "weights_sha256": _sha256(runs.best_weights_path(run_dir)),
+    }
+    stamp_path = out_dir / STAMP_FILE
+    if not force and _is_current(stamp_path, stamp) and (out_dir / CURVES_FILE).is_file():
+        log(f"compare {out_dir}: up to date, skipped")
+        return False
+    log(f"compare {out_dir}: tuning {', '.join(BASELINES)}, then {config.eval.num_problems} tests")
+    stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
+    compare(config, list(BASELINES), [load_learned(run_dir)], out_dir)
+    plot_curves(out_dir / CURVES_FILE)
+    stamp_path.write_text(json.dumps(stamp, indent=1))
+    return True
+
+
+def _is_current(stamp_path: Path, stamp: dict[str, Any]) -> bool:
+    """Whether the stamp on disk records these inputs (compared as JSON, as they are stored)."""
+    if not stamp_path.is_file():
+        return False
+    return json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_report(
+    results_dir: Path, profile: Profile, outcomes: list[Outcome], timings: dict[str, float]
+) -> Path:
+    """REPORT.md: a summary table, then one section per paper figure."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# l2lgd: the paper's experiments, reproduced",
+        "",
+        f"Profile `{profile.name}`: {profile.description}. Code version {runs.code_version()}.",
+        "Each table: final mean loss over held-out test problems with its 95% CI; baselines "
+        "with the learning rate tuned on training problems; ratio = learned / best baseline.",
+        "",
+        "## Summary",
+        "",
+        "| experiment | paper | learned | best baseline | ratio | paper's claim held |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [_summary_row(outcome) for outcome in outcomes]
+    for figure in dict.fromkeys(o.experiment.figure.split(",")[0] for o in outcomes):
+        lines += ["", f"## {figure}"]
+        for outcome in outcomes:
+            if outcome.experiment.figure.split(",")[0] == figure:
+                lines += _experiment_section(outcome, results_dir)
+    if timings:
+        lines += ["", "## Wall time of the steps run this time", "", "| step | seconds |"]
+        lines += ["|---|---|", *(f"| {step} | {sec:.0f} |" for step, sec in timings.items())]
+    path = results_dir / REPORT_FILE
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _headline(outcome: Outcome) -> dict[str, Any] | None:
+    """Learned and best-baseline figures of a finished comparison, or None."""
+    path = outcome.out_dir / CURVES_FILE
+    if outcome.skipped or not path.is_file():
+        return None
+    entries = json.loads(path.read_text())["optimizers"]
+    learned = next(e for e in entries.values() if e["learning_rate"] is None)
+    baselines = {k: e for k, e in entries.items() if e["learning_rate"] and e["final_mean"]}
+    best = min(baselines, key=lambda k: baselines[k]["final_mean"])
+    mean, best_mean = learned["final_mean"], baselines[best]["final_mean"]
+    ratio = mean / best_mean if mean is not None else math.inf
+    wins = ratio < 1
+    return {
+        "learned": learned,
+        "best": best,
+        "best_entry": baselines[best],
+        "ratio": ratio,
+        "held": wins == outcome.experiment.learned_wins,
+    }
+
+
+def _summary_row(outcome: Outcome) -> str:
+    experiment, headline = outcome.experiment, _headline(outcome)
+    if headline is None:
+        reason = outcome.skipped or "not run"
+        return f"| {experiment.name} | {experiment.figure} | skipped: {reason} | | | |"
+    learned, best = headline["learned"], headline["best_entry"]
+    return (
+        f"| {experiment.name} | {experiment.figure} | {_mean_ci(learned)} | "
+        f"{headline['best']} {_mean_ci(best)} | {headline['ratio']:.3f} | "
+        f"{'yes' if headline['held'] else '**no**'} |"
+    )
+
+
+def _mean_ci(entry: dict[str, Any]) -> str:
+    if entry["final_mean"] is None:
+        return "diverged"
+    return f"{entry['final_mean']:.4g} ± {entry['final_ci95']:.2g}"
+
+
+def _experiment_section(outcome: Outcome, results_dir: Path) -> list[str]:
+    experiment, headline = outcome.experiment, _headline(outcome)
+    lines = ["", f"### {experiment.figure}: {experiment.name}", "", f"Paper: {experiment.claim}"]
+    if headline is None:
+        return [*lines, "", f"Skipped: {outcome.skipped or 'not run'}."]
+    relative = outcome.out_dir.relative_to(results_dir)
+    verdict = "held" if headline["held"] else "did **not** hold"
+    header, _, table = (outcome.out_dir / SUMMARY_FILE).read_text().partition("\n\n")
+    lines += [
+        "",
+        f"Here ({header.lstrip('# ')}): ratio {headline['ratio']:.3f} to the best tuned "
+        f"baseline ({headline['best']}); the claim {verdict}.",
+        "",
+        f"![{experiment.name}]({relative}/{FIGURE_NAME}.png)",
+        "",
+        table.strip(),
+    ]
+    return lines
