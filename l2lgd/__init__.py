@@ -11,7 +11,7 @@ Use a learned optimizer like any optax optimizer:
 `l2lgd.learned_optimizer(weights, config)` builds the same from weights in hand.
 """
 
-from l2lgd.optimizers.lstm import learned_optimizer
+from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.pretrained import pretrained_names
 from l2lgd.sources import load_learned, load_optimizer
 

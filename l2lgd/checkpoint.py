@@ -14,7 +14,7 @@ from flax import serialization
 
 from l2lgd.config import OptimizerConfig, optimizer_config_from_dict
 from l2lgd.errors import CheckpointError, ConfigError
-from l2lgd.optimizers.lstm import init_lstm_weights
+from l2lgd.optimizers.learned import init_learned_weights
 
 WEIGHTS_FORMAT = "l2lgd-learned-optimizer"
 WEIGHTS_VERSION = 1
@@ -90,7 +90,7 @@ def load_weights(path: Path) -> tuple[dict[str, Any], OptimizerConfig, dict[str,
         weights = jax.tree.map(lambda leaf: np.asarray(leaf, np.float32), tree["weights"])
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: weights are not arrays of numbers") from None
-    expected = jax.eval_shape(lambda key: init_lstm_weights(key, config), jax.random.key(0))
+    expected = jax.eval_shape(lambda key: init_learned_weights(key, config), jax.random.key(0))
     if jax.tree.structure(weights) != jax.tree.structure(expected) or any(
         leaf.shape != spec.shape
         for leaf, spec in zip(jax.tree.leaves(weights), jax.tree.leaves(expected), strict=True)

@@ -366,11 +366,20 @@ def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> 
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
     if optimizer_spec.partition(":")[0] in BASELINE_NAMES:
         name, learning_rate = parse_baseline_spec(optimizer_spec)
-        summary = evaluate_baseline(task, name, learning_rate, key, num_problems, num_steps)
+        summary = evaluate_baseline(
+            task, name, learning_rate, key, num_problems, num_steps, config.eval.test_metrics
+        )
     else:
         learned = load_learned(optimizer_spec)
         summary = evaluate_learned(
-            task, learned.label, learned.weights, learned.config, key, num_problems, num_steps
+            task,
+            learned.label,
+            learned.weights,
+            learned.config,
+            key,
+            num_problems,
+            num_steps,
+            config.eval.test_metrics,
         )
     write_comparison(out_dir, config, [summary], tuning={})
     _print_results(out_dir, plot_curves(out_dir / "curves.json"))

@@ -75,7 +75,14 @@ def compare(
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
     summaries = [
         evaluate_learned(
-            task, item.label, item.weights, item.config, test_key, num_problems, num_steps
+            task,
+            item.label,
+            item.weights,
+            item.config,
+            test_key,
+            num_problems,
+            num_steps,
+            config.eval.test_metrics,
         )
         for item in learned
     ]
@@ -83,7 +90,11 @@ def compare(
     for name in baselines:
         best_lr, scores = tune_learning_rate(task, name, config)
         tuning[name] = {"best_learning_rate": best_lr, "final_mean_loss_by_learning_rate": scores}
-        summaries.append(evaluate_baseline(task, name, best_lr, test_key, num_problems, num_steps))
+        summaries.append(
+            evaluate_baseline(
+                task, name, best_lr, test_key, num_problems, num_steps, config.eval.test_metrics
+            )
+        )
     write_comparison(out_dir, config, summaries, tuning)
     return summaries
 

@@ -18,11 +18,12 @@ import yaml
 
 from l2lgd.errors import ConfigError
 
-TASK_NAMES = ("quadratic", "mnist")
+TASK_NAMES = ("quadratic", "mnist", "cifar10")
 QUADRATIC_VARIANTS = ("paper", "deepmind")
 ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
+PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
 META_OBJECTIVES = ("sum", "log_sum")
 
 
@@ -30,8 +31,10 @@ META_OBJECTIVES = ("sum", "log_sum")
 class TaskConfig:
     """Which problem family to sample from, and its shape.
 
-    `variant` and `dim` apply to quadratics; `hidden_sizes`, `activation`, `batch_size` and the
-    data fields to MNIST; `init_std` (initial parameters ~ N(0, init_std^2)) to both.
+    `variant` and `dim` apply to quadratics; `hidden_sizes` and `activation` to the MNIST MLP;
+    `conv_channels` and `fc_size` to the CIFAR-10 CNN; `batch_size`, `classes` (a subset of the
+    labels, renumbered in the given order; empty: all) and the data fields to both image tasks;
+    `init_std` (initial weights ~ N(0, init_std^2)) to all.
     """
 
     name: str = "quadratic"
@@ -40,7 +43,10 @@ class TaskConfig:
     init_std: float = 0.01
     hidden_sizes: tuple[int, ...] = (20,)
     activation: str = "sigmoid"
+    conv_channels: tuple[int, ...] = (16, 16, 16)
+    fc_size: int = 32
     batch_size: int = 128
+    classes: tuple[int, ...] = ()
     data_source: str = "files"
     data_dir: str = ""
     download: bool = False
@@ -53,19 +59,34 @@ class TaskConfig:
         for size in self.hidden_sizes:
             _check_range("task.hidden_sizes[]", size, low=1)
         _check_choice("task.activation", self.activation, ACTIVATIONS)
+        for channels in self.conv_channels:
+            _check_range("task.conv_channels[]", channels, low=1)
+        _check_range("task.fc_size", self.fc_size, low=1)
         _check_range("task.batch_size", self.batch_size, low=1)
+        if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
+            raise ConfigError(
+                f"task.classes must name at least 2 distinct labels, got {self.classes}"
+            )
+        for label in self.classes:
+            _check_range("task.classes[]", label, low=0)
         _check_choice("task.data_source", self.data_source, DATA_SOURCES)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """The coordinatewise LSTM optimizer (paper: 2 layers of 20 units, linear output)."""
+    """The coordinatewise LSTM optimizer (paper: 2 layers of 20 units, linear output).
+
+    `groups` "none" shares one LSTM across all parameters; a rule set of
+    `l2lgd.optimizers.groups.GROUP_RULES` ("conv_fc": the paper's CIFAR split) gives each group of
+    parameters its own LSTM of this architecture.
+    """
 
     hidden_size: int = 20
     num_layers: int = 2
     preprocessing: str = "none"
     preprocessing_p: float = 10.0
     output_scale: float = 1.0
+    groups: str = "none"
 
     def validate(self) -> None:
         _check_range("optimizer.hidden_size", self.hidden_size, low=1)
@@ -73,6 +94,7 @@ class OptimizerConfig:
         _check_choice("optimizer.preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
         _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
+        _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
 
 
 @dataclass(frozen=True)
@@ -108,7 +130,11 @@ class MetaConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation and baseline tuning."""
+    """Held-out evaluation and baseline tuning.
+
+    `test_metrics`: score each trained optimizee on the task's test split too (image tasks); it
+    costs a pass over the split per problem.
+    """
 
     seed: int = 1
     num_problems: int = 1000
@@ -117,6 +143,7 @@ class EvalConfig:
     lr_min: float = 1e-4
     lr_max: float = 10.0
     lr_per_decade: int = 4
+    test_metrics: bool = True
 
     def validate(self) -> None:
         _check_range("eval.seed", self.seed, low=0)

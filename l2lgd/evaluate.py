@@ -17,7 +17,7 @@ import optax
 
 from l2lgd.config import OptimizerConfig
 from l2lgd.optimizers.baselines import baseline
-from l2lgd.optimizers.lstm import learned_optimizer
+from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.tasks import Task
 
@@ -118,9 +118,16 @@ def learned_curves(
 
 
 def evaluate_baseline(
-    task: Task, name: str, learning_rate: float, key: jax.Array, num_problems: int, num_steps: int
+    task: Task,
+    name: str,
+    learning_rate: float,
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+    test_metrics: bool = True,
 ) -> CurveSummary:
-    """A baseline at one learning rate on the test problems, with test metrics where the task has them."""
+    """A baseline at one learning rate on the test problems, with test metrics where the task has
+    them (unless `test_metrics` is False: they cost a pass over the test split per problem)."""
     curves, metrics = evaluation_run(
         task,
         _BaselineFactory(name),
@@ -128,7 +135,7 @@ def evaluate_baseline(
         key,
         num_problems,
         num_steps,
-        has_test_metrics(task),
+        test_metrics and has_test_metrics(task),
     )
     return CurveSummary(name, np.asarray(curves), learning_rate, _to_numpy(metrics))
 
@@ -141,10 +148,18 @@ def evaluate_learned(
     key: jax.Array,
     num_problems: int,
     num_steps: int,
+    test_metrics: bool = True,
 ) -> CurveSummary:
-    """A learned optimizer on the test problems, with test metrics where the task has them."""
+    """A learned optimizer on the test problems, with test metrics where the task has them
+    (unless `test_metrics` is False)."""
     curves, metrics = evaluation_run(
-        task, _LearnedFactory(config), weights, key, num_problems, num_steps, has_test_metrics(task)
+        task,
+        _LearnedFactory(config),
+        weights,
+        key,
+        num_problems,
+        num_steps,
+        test_metrics and has_test_metrics(task),
     )
     return CurveSummary(label, np.asarray(curves), None, _to_numpy(metrics))
 

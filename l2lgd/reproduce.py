@@ -46,9 +46,10 @@ class Training:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One comparison of a trained optimizer with the tuned baselines, as in one paper panel.
+    """One comparison of trained optimizers with the tuned baselines, as in one paper panel.
 
-    `learned_wins` is the paper's claim: True if the learned optimizer ends below every tuned
+    `trainings` names the meta-training runs whose optimizers take part; the claim is about the
+    first. `learned_wins` is the paper's claim: True if that optimizer ends below every tuned
     baseline, False where the paper reports it failing (MNIST with ReLU).
     """
 
@@ -56,7 +57,7 @@ class Experiment:
     figure: str
     claim: str
     config: str
-    training: str
+    trainings: tuple[str, ...]
     learned_wins: bool = True
 
 
@@ -78,6 +79,8 @@ TRAININGS = (
     Training("quadratic", "configs/quadratic.yaml"),
     Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml"),
     Training("mnist", "configs/mnist.yaml"),
+    Training("cifar10", "configs/cifar10.yaml"),
+    Training("cifar10_sub", "configs/cifar10_sub.yaml"),
 )
 
 EXPERIMENTS = (
@@ -86,50 +89,71 @@ EXPERIMENTS = (
         "Figure 4, left",
         "On random 10-d quadratics the LSTM optimizer ends below SGD, RMSprop, Adam and NAG.",
         "configs/quadratic.yaml",
-        "quadratic",
+        ("quadratic",),
     ),
     Experiment(
         "quadratic_deepmind",
         "Figure 4, left",
         "The same, on the original code's quadratics (W, y uniform in [0, 1)).",
         "configs/quadratic_deepmind.yaml",
-        "quadratic_deepmind",
+        ("quadratic_deepmind",),
     ),
     Experiment(
         "mnist",
         "Figure 4, center",
         "Training an MNIST MLP (20 sigmoid units) for 100 steps, the LSTM beats every baseline.",
         "configs/mnist.yaml",
-        "mnist",
+        ("mnist",),
     ),
     Experiment(
         "mnist_200steps",
         "Figure 4, right",
         "Run for 200 steps, twice its training horizon, the LSTM stays below the baselines.",
         "configs/mnist_200steps.yaml",
-        "mnist",
+        ("mnist",),
     ),
     Experiment(
         "mnist_40units",
         "Figure 5, left",
         "It generalizes to an MLP of 40 hidden units (trained on 20).",
         "configs/mnist_40units.yaml",
-        "mnist",
+        ("mnist",),
     ),
     Experiment(
         "mnist_2layers",
         "Figure 5, center",
         "It generalizes to an MLP of 2 hidden layers (trained on 1).",
         "configs/mnist_2layers.yaml",
-        "mnist",
+        ("mnist",),
     ),
     Experiment(
         "mnist_relu",
         "Figure 5, right",
         "It does *not* generalize to ReLU units (trained on sigmoid): it ends above the baselines.",
         "configs/mnist_relu.yaml",
-        "mnist",
+        ("mnist",),
         learned_wins=False,
+    ),
+    Experiment(
+        "cifar10",
+        "Figure 7, left",
+        "On CIFAR-10 the LSTM (one LSTM for conv, one for fc parameters) is about level with NAG.",
+        "configs/cifar10.yaml",
+        ("cifar10", "cifar10_sub"),
+    ),
+    Experiment(
+        "cifar5",
+        "Figure 7, center",
+        "On CIFAR-5 the LSTM ends below every baseline; LSTM-sub, trained on other labels, too.",
+        "configs/cifar5.yaml",
+        ("cifar10", "cifar10_sub"),
+    ),
+    Experiment(
+        "cifar2",
+        "Figure 7, right",
+        "On CIFAR-2 the LSTM ends below every baseline; LSTM-sub, trained on other labels, too.",
+        "configs/cifar2.yaml",
+        ("cifar10", "cifar10_sub"),
     ),
 )
 
@@ -145,9 +169,22 @@ PROFILES = {
     "paper": Profile(
         "paper",
         "the original code's budget, for a GPU: 10,000 meta-iterations per optimizer; MNIST "
-        "evaluated on 1,000 test problems with baselines tuned on 100",
-        train={"*": ("meta.iterations=10000", "meta.validate_every=100")},
-        compare={"mnist": ("eval.num_problems=1000", "eval.num_tuning_problems=100")},
+        "evaluated on 1,000 test problems with baselines tuned on 100; CIFAR with minibatches of "
+        "128, evaluated for 1,000 steps on 100 problems with baselines tuned on 20",
+        train={
+            "*": ("meta.iterations=10000", "meta.validate_every=100"),
+            "cifar10": ("task.batch_size=128",),
+        },
+        compare={
+            "mnist": ("eval.num_problems=1000", "eval.num_tuning_problems=100"),
+            "cifar10": (
+                "task.batch_size=128",
+                "eval.num_steps=1000",
+                "eval.num_problems=100",
+                "eval.num_tuning_problems=20",
+                "eval.lr_per_decade=4",
+            ),
+        },
     ),
 }
 
@@ -189,17 +226,19 @@ def reproduce(
     outcomes = []
     for experiment in experiments:
         out_dir = results_dir / experiment.name
-        if experiment.training not in trained:
-            trained[experiment.training] = _train_or_reason(
-                experiment.training, profile, repo_dir, runs_dir, force, timings, log
-            )
-        run = trained[experiment.training]
-        if isinstance(run, str):
-            outcomes.append(Outcome(experiment, out_dir, skipped=run))
+        for name in experiment.trainings:
+            if name not in trained:
+                trained[name] = _train_or_reason(
+                    name, profile, repo_dir, runs_dir, force, timings, log
+                )
+        run_dirs = [trained[name] for name in experiment.trainings]
+        reasons = [run for run in run_dirs if isinstance(run, str)]
+        if reasons:
+            outcomes.append(Outcome(experiment, out_dir, skipped=reasons[0]))
             continue
         config = experiment_config(experiment, profile, repo_dir, test_seed)
         started = time.perf_counter()
-        ran = ensure_compared(config, run, out_dir, force, log)
+        ran = ensure_compared(config, run_dirs, out_dir, force, log)
         if ran:
             timings[f"compare {experiment.name}"] = time.perf_counter() - started
         outcomes.append(Outcome(experiment, out_dir))
@@ -293,16 +332,16 @@ def _iteration_logger(config: Config, log: Log) -> Callable[[dict[str, Any]], No
 
 
 def ensure_compared(
-    config: Config, run_dir: Path, out_dir: Path, force: bool = False, log: Log = print
+    config: Config, run_dirs: list[Path], out_dir: Path, force: bool = False, log: Log = print
 ) -> bool:
-    """Tunes the baselines and compares them with the run's best weights, unless current.
+    """Tunes the baselines and compares them with the runs' best weights, unless current.
 
     Returns:
       Whether the comparison ran.
     """
     stamp = {
         "config": config_to_dict(config),
-        "weights_sha256": _sha256(runs.best_weights_path(run_dir)),
+        "weights_sha256": [_sha256(runs.best_weights_path(run_dir)) for run_dir in run_dirs],
     }
     stamp_path = out_dir / STAMP_FILE
     if not force and _is_current(stamp_path, stamp) and (out_dir / CURVES_FILE).is_file():
@@ -310,7 +349,7 @@ def ensure_compared(
         return False
     log(f"compare {out_dir}: tuning {', '.join(BASELINES)}, then {config.eval.num_problems} tests")
     stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
-    compare(config, list(BASELINES), [load_learned(run_dir)], out_dir)
+    compare(config, list(BASELINES), [load_learned(run_dir) for run_dir in run_dirs], out_dir)
     plot_curves(out_dir / CURVES_FILE)
     stamp_path.write_text(json.dumps(stamp, indent=1))
     return True

@@ -12,7 +12,7 @@ from l2lgd import pretrained, runs
 from l2lgd.checkpoint import load_weights
 from l2lgd.config import OptimizerConfig
 from l2lgd.errors import L2LError
-from l2lgd.optimizers.lstm import learned_optimizer
+from l2lgd.optimizers.learned import learned_optimizer
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from l2lgd.cli import app
-from l2lgd.config import Config, load_config
+from l2lgd.config import Config, load_config, with_overrides
 from l2lgd.data import DATA_DIR_ENV, ImageDataset
 from l2lgd.evaluate import _BaselineFactory, evaluate_baseline, evaluation_run, has_test_metrics
 from l2lgd.rollout import batch_loss
@@ -544,3 +544,25 @@ def test_meta_train_without_data_leaves_no_run_folder(tmp_path, monkeypatch):
     result = l2l("meta-train", "--task", "mnist", "--config", MNIST_CONFIG, "--out", run_dir)
     assert result.exit_code == 2
     assert not run_dir.exists()
+
+
+def test_eval_test_metrics_false_skips_the_test_split(mnist_config, tmp_path):
+    from l2lgd.compare import compare
+
+    config = with_overrides(mnist_config, ["eval.test_metrics=false", "eval.num_problems=4"])
+    compare(config, ["adam"], [], tmp_path)
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["optimizers"]["adam"]["test_metrics"] == {}
+    assert "test_accuracy" not in (tmp_path / "summary.md").read_text()
+
+
+def test_task_classes_keep_and_renumber_a_subset_of_labels(mnist_config, tiny_mnist):
+    _, arrays = tiny_mnist
+    task = make_task(with_overrides(mnist_config, ["task.classes=[3, 1]"]).task)
+    keep = np.isin(arrays["train_labels"], [3, 1])
+    assert task.dataset.num_classes == 2
+    np.testing.assert_array_equal(task.dataset.train_images, arrays["train_images"][keep])
+    np.testing.assert_array_equal(
+        task.dataset.train_labels, np.where(arrays["train_labels"][keep] == 3, 0, 1)
+    )
+    assert task.init_params(jax.random.key(0), ())["Dense_1"]["kernel"].shape[-1] == 2

@@ -58,7 +58,7 @@ def test_every_experiment_names_a_config_and_a_training_that_exist():
     trainings = {t.name for t in TRAININGS}
     for experiment in EXPERIMENTS:
         assert (REPO / experiment.config).is_file()
-        assert experiment.training in trainings
+        assert set(experiment.trainings) <= trainings
     for training in TRAININGS:
         assert (REPO / training.config).is_file()
     assert {"default", "paper"} <= set(PROFILES)
@@ -154,7 +154,7 @@ def fake_comparison(out_dir: Path, learned: float, best_baseline: float) -> None
 def test_claim_held_follows_the_direction_of_the_papers_claim(
     tmp_path, learned_wins, learned, held
 ):
-    experiment = Experiment("e", "Figure 9, left", "claim", "c.yaml", "t", learned_wins)
+    experiment = Experiment("e", "Figure 9, left", "claim", "c.yaml", ("t",), learned_wins)
     fake_comparison(tmp_path / "e", learned, 1.0)
     report = write_report(tmp_path, TINY, [Outcome(experiment, tmp_path / "e")], {})
     (row,) = [line for line in report.read_text().splitlines() if line.startswith("| e |")]

@@ -98,3 +98,21 @@ def check_split(
             f"{labels_origin}: label {int(labels[index])} at index {index} is outside "
             f"[0, {num_classes}) ({bad.size} such labels)"
         )
+
+
+def pack_splits(
+    name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int
+) -> ImageDataset:
+    """Packs checked train and test splits into an `ImageDataset` of read-only arrays."""
+    for arrays in splits.values():
+        for array in arrays:
+            array.flags.writeable = False  # shared by every task built from a cached dataset
+    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+    return ImageDataset(
+        name=name,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=num_classes,
+    )

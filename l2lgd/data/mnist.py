@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from l2lgd.data.dataset import DATA_DIR_ENV, ImageDataset, check_split, resolve_data_dir
+from l2lgd.data.dataset import (
+    DATA_DIR_ENV,
+    ImageDataset,
+    check_split,
+    pack_splits,
+    resolve_data_dir,
+)
 from l2lgd.data.idx import read_idx
 from l2lgd.data.tfds_source import load_tfds_splits
 from l2lgd.errors import DataError
@@ -68,7 +74,7 @@ def _load_mnist_files(data_dir: Path) -> ImageDataset:
             labels_origin=str(labels_path),
         )
         splits[split] = (images, labels.astype(np.int32))
-    return _dataset(splits)
+    return pack_splits("mnist", splits, NUM_CLASSES)
 
 
 def _mnist_folder(data_dir: Path) -> Path:
@@ -110,20 +116,4 @@ def _load_mnist_tfds(data_dir: str | Path | None, download: bool) -> ImageDatase
             labels_origin=origin,
         )
         splits[split] = (images, labels.astype(np.int32))
-    return _dataset(splits)
-
-
-def _dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> ImageDataset:
-    """Packs checked train and test splits into an `ImageDataset` of read-only arrays."""
-    for arrays in splits.values():
-        for array in arrays:
-            array.flags.writeable = False  # shared by every task built from a cached dataset
-    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
-    return ImageDataset(
-        name="mnist",
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        num_classes=NUM_CLASSES,
-    )
+    return pack_splits("mnist", splits, NUM_CLASSES)

@@ -23,7 +23,7 @@ from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config
 from l2lgd.errors import CheckpointError, DivergenceError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
-from l2lgd.optimizers.lstm import init_lstm_weights, learned_optimizer
+from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
 from l2lgd.rollout import final_mean_loss, optimize_sampled_problems
 from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
 from l2lgd.tasks import Task, make_task
@@ -81,7 +81,7 @@ def meta_train(
         stream_key(config.seed, VALIDATION_STREAM),
     )
     train_key = stream_key(config.seed, TRAIN_STREAM)
-    initial_weights = init_lstm_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
+    initial_weights = init_learned_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
     meta_state = init_meta_state(initial_weights, config.meta)
     progress = TrainingProgress()
     if resume:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from l2lgd.config import MetaConfig, OptimizerConfig
-from l2lgd.optimizers.lstm import learned_optimizer
+from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.rollout import OptimizeeState, init_optimizee_state, rollout
 from l2lgd.tasks import Task, sample_batch
 

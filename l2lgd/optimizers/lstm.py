@@ -99,10 +99,10 @@ class LearnedOptimizerState(NamedTuple):
     lstm_state: LSTMState
 
 
-def learned_optimizer(
+def lstm_optimizer(
     weights: dict[str, Any], config: OptimizerConfig
 ) -> optax.GradientTransformation:
-    """The coordinatewise LSTM with fixed `weights` as an optax transformation.
+    """One coordinatewise LSTM with fixed `weights`, for every parameter, as an optax transformation.
 
     It works on any pytree of float parameters: the updates are flattened into one vector whose
     coordinates are the LSTM's rows, so it drops into an ordinary optax loop or `optax.chain`.
@@ -116,7 +116,7 @@ def learned_optimizer(
       An `optax.GradientTransformation` whose state is a `LearnedOptimizerState`.
 
     Example:
-      >>> opt = learned_optimizer(weights, config)
+      >>> opt = lstm_optimizer(weights, config)
       >>> state = opt.init(params)
       >>> updates, state = opt.update(grads, state)
       >>> params = optax.apply_updates(params, updates)

@@ -13,13 +13,22 @@ from typing import Any, Protocol
 import jax
 
 from l2lgd.config import TaskConfig
-from l2lgd.data import ImageDataset, load_mnist, resolve_data_dir
+from l2lgd.data import ImageDataset, load_cifar10, load_mnist, resolve_data_dir, subset_classes
 from l2lgd.errors import ConfigError
 from l2lgd.sharding import shard_problems
+from l2lgd.tasks.cnn import CNNTask
 from l2lgd.tasks.mlp import MLPTask
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
 
-__all__ = ["MLPTask", "QuadraticProblem", "QuadraticTask", "Task", "make_task", "sample_batch"]
+__all__ = [
+    "CNNTask",
+    "MLPTask",
+    "QuadraticProblem",
+    "QuadraticTask",
+    "Task",
+    "make_task",
+    "sample_batch",
+]
 
 
 class Task(Protocol):
@@ -37,24 +46,44 @@ def make_task(config: TaskConfig) -> Task:
     if config.name == "quadratic":
         return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
     if config.name == "mnist":
-        data_dir = config.data_dir or None
-        if config.data_source == "files":  # key the cache on the folder, not on an unset env var
-            data_dir = str(resolve_data_dir(data_dir))
-        dataset = load_mnist_cached(config.data_source, data_dir, config.download)
         return MLPTask(
-            dataset,
+            load_dataset_cached(config.name, *_data_location(config), config.classes),
             hidden_sizes=config.hidden_sizes,
             activation=config.activation,
             batch_size=config.batch_size,
             init_std=config.init_std,
         )
-    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic, mnist")
+    if config.name == "cifar10":
+        return CNNTask(
+            load_dataset_cached(config.name, *_data_location(config), config.classes),
+            conv_channels=config.conv_channels,
+            fc_size=config.fc_size,
+            batch_size=config.batch_size,
+            init_std=config.init_std,
+        )
+    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic, mnist, cifar10")
 
 
-@functools.lru_cache(maxsize=4)
-def load_mnist_cached(source: str, data_dir: str | None, download: bool) -> ImageDataset:
-    """MNIST read once per process, so that equal configs give equal (jit-cache-sharing) tasks."""
-    return load_mnist(source, data_dir, download)
+def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:
+    """(source, data folder, download); for files, the folder resolved now, so that the cache is
+    keyed on the folder and not on an environment variable that may change."""
+    data_dir = config.data_dir or None
+    if config.data_source == "files":
+        data_dir = str(resolve_data_dir(data_dir))
+    return config.data_source, data_dir, config.download
+
+
+LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset_cached(
+    name: str, source: str, data_dir: str | None, download: bool, classes: tuple[int, ...]
+) -> ImageDataset:
+    """A data set (or the subset of `classes`) read once per process, so that equal configs give
+    equal (jit-cache-sharing) tasks."""
+    dataset = LOADERS[name](source, data_dir, download)
+    return subset_classes(dataset, classes) if classes else dataset
 
 
 def sample_batch(task: Task, key: jax.Array, num_problems: int) -> tuple[Any, Any]:
