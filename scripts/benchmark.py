@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 from l2lgd.config import load_config
 from l2lgd.evaluate import learned_curves
 from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
-from l2lgd.optimizers.lstm import init_lstm_weights
+from l2lgd.optimizers.learned import init_learned_weights
 from l2lgd.tasks import make_task, sample_batch
 
 
@@ -43,7 +43,7 @@ def benchmark_meta_training(config, repeats: int) -> dict:
     """Seconds per meta-iteration and coordinate-steps/s of meta-training."""
     task = make_task(config.task)
     meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
-    weights = init_lstm_weights(jax.random.key(0), config.optimizer)
+    weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = {"meta": init_meta_state(weights, config.meta)}
 
     def run(index: int) -> None:
@@ -62,7 +62,7 @@ def benchmark_meta_training(config, repeats: int) -> dict:
 def benchmark_evaluation(config, repeats: int) -> dict:
     """Coordinate-steps/s of evaluating the learned optimizer (forward only)."""
     task = make_task(config.task)
-    weights = init_lstm_weights(jax.random.key(0), config.optimizer)
+    weights = init_learned_weights(jax.random.key(0), config.optimizer)
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
 
     def run(index: int) -> None:
@@ -182,10 +182,14 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quadratic.yaml")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", default="runs/bench.json")
+    parser.add_argument(
+        "--set", action="append", default=[], help="config override, e.g. eval.num_problems=5"
+    )
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     result = {
         "config": args.config,
+        "overrides": args.set,
         "devices": [str(device) for device in jax.devices()],
         "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
@@ -207,7 +211,7 @@ def main() -> None:
         entry = result[name]
         print(
             f"{name}: {entry['coordinate_steps_per_s'] / 1e6:.3f} M coordinate-steps/s "
-            f"(median {entry['median_s'] * 1e3:.1f} ms of {len(entry['seconds'])}, "
+            f"(median {entry['median_s'] * 1e3:.1f} ms per call of {len(entry['seconds'])}, "
             f"spread {np.ptp(entry['seconds']) * 1e3:.1f} ms; compile {entry['compile_s']:.1f} s)"
         )
     if "meta_training_speedup_over_plain" in result:
