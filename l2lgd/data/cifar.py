@@ -20,6 +20,7 @@ from l2lgd.data.dataset import (
     DATA_DIR_ENV,
     ImageDataset,
     check_split,
+    checked_dataset,
     pack_splits,
     resolve_data_dir,
 )
@@ -217,17 +218,7 @@ def _parse_records(data: bytes, origin: str) -> tuple[np.ndarray, np.ndarray]:
 def _load_cifar10_tfds(data_dir: str | Path | None, download: bool) -> ImageDataset:
     """Loads both splits through tfds, whose layout (NHWC uint8) is already the files' one."""
     train, test = load_tfds_splits("cifar10", ("train", "test"), data_dir, download)
-    splits = {}
-    for split, features in (("train", train), ("test", test)):
-        origin = f"tfds cifar10 {split} split"
-        images, labels = features["image"], features["label"]
-        check_split(
-            images,
-            labels,
-            image_shape=IMAGE_SHAPE,
-            num_classes=NUM_CLASSES,
-            images_origin=origin,
-            labels_origin=origin,
-        )
-        splits[split] = (images, labels.astype(np.int32))
-    return pack_splits("cifar10", splits, NUM_CLASSES)
+    splits = {"train": (train["image"], train["label"]), "test": (test["image"], test["label"])}
+    return checked_dataset(
+        "cifar10", splits, IMAGE_SHAPE, NUM_CLASSES, "tfds cifar10 {split} split"
+    )

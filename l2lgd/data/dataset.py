@@ -116,3 +116,29 @@ def pack_splits(
         test_labels=test_labels,
         num_classes=num_classes,
     )
+
+
+def checked_dataset(
+    name: str,
+    raw_splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    origin: str,
+) -> ImageDataset:
+    """Checks each (images, labels) split (`check_split`) and packs them (`pack_splits`).
+
+    `origin` names where the splits came from, with "{split}" standing for the split's name.
+    """
+    splits = {}
+    for split, (images, labels) in raw_splits.items():
+        where = origin.format(split=split)
+        check_split(
+            images,
+            labels,
+            image_shape=image_shape,
+            num_classes=num_classes,
+            images_origin=where,
+            labels_origin=where,
+        )
+        splits[split] = (images, labels.astype(np.int32))
+    return pack_splits(name, splits, num_classes)

@@ -10,6 +10,7 @@ from l2lgd.data.dataset import (
     DATA_DIR_ENV,
     ImageDataset,
     check_split,
+    checked_dataset,
     pack_splits,
     resolve_data_dir,
 )
@@ -102,18 +103,11 @@ def _load_mnist_tfds(data_dir: str | Path | None, download: bool) -> ImageDatase
     train, test = load_tfds_splits("mnist", ("train", "test"), data_dir, download)
     splits = {}
     for split, features in (("train", train), ("test", test)):
-        origin = f"tfds mnist {split} split"
-        images, labels = features["image"], features["label"]
+        images = features["image"]
         if images.ndim != 4 or images.shape[-1] != 1:
-            raise DataError(f"{origin}: images of shape {images.shape}, expected (N, 28, 28, 1)")
-        images = images[..., 0]  # tfds keeps a channel axis of 1; the IDX files have none
-        check_split(
-            images,
-            labels,
-            image_shape=IMAGE_SHAPE,
-            num_classes=NUM_CLASSES,
-            images_origin=origin,
-            labels_origin=origin,
-        )
-        splits[split] = (images, labels.astype(np.int32))
-    return pack_splits("mnist", splits, NUM_CLASSES)
+            raise DataError(
+                f"tfds mnist {split} split: images of shape {images.shape}, expected (N, 28, 28, 1)"
+            )
+        # tfds keeps a channel axis of 1; the IDX files have none
+        splits[split] = (images[..., 0], features["label"])
+    return checked_dataset("mnist", splits, IMAGE_SHAPE, NUM_CLASSES, "tfds mnist {split} split")
