@@ -265,7 +265,7 @@ def plot_command(
 @_user_errors
 def reproduce_command(
     profile: Annotated[
-        str, typer.Option(help="Budget: default (a 2-core CPU, about an hour) or paper (a GPU).")
+        str, typer.Option(help="Budget: default (a 2-core CPU, about 1.5 hours) or paper (a GPU).")
     ] = "default",
     results: Annotated[
         Path | None,

@@ -160,7 +160,7 @@ EXPERIMENTS = (
 PROFILES = {
     "default": Profile(
         "default",
-        "fits a 2-core CPU in about an hour: the quadratics at full budget; MNIST meta-trained for "
+        "for a 2-core CPU (about 1.5 hours): the quadratics at full budget; MNIST meta-trained for "
         "500 iterations instead of 1,000, and its baselines tuned on a grid of 2 learning rates "
         "per decade instead of 4; the CIFAR optimizers (already cut to fit a CPU in their "
         "configs) meta-trained for 20 iterations instead of 60 and evaluated on 10 problems "
