@@ -340,13 +340,14 @@ def pretrained_command() -> None:
 
 def _evaluation_line(evaluation: dict[str, Any]) -> str:
     """One line of a shipped optimizer's test figures: its loss against the best tuned baseline."""
-    learned = evaluation["learned"]
-    finite = {k: v for k, v in evaluation["baselines"].items() if v["final_mean"] is not None}
-    best = min(finite, key=lambda label: finite[label]["final_mean"])
+    from l2lgd.evaluate import best_baseline
+
+    learned, baselines = evaluation["learned"], evaluation["baselines"]
+    best = best_baseline(baselines)
     return (
         f"test ({evaluation['num_problems']} problems, {evaluation['num_steps']} steps, seed "
         f"{evaluation['test_seed']}): final loss {learned['final_mean']:.4g} "
-        f"± {learned['final_ci95']:.2g} vs {best} {finite[best]['final_mean']:.4g} "
+        f"± {learned['final_ci95']:.2g} vs {best} {baselines[best]['final_mean']:.4g} "
         f"(ratio {evaluation['ratio_to_best_baseline']:.3f})"
     )
 

@@ -257,6 +257,17 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
     return [_json_float(value) for value in np.asarray(values, np.float64)]
 
 
+def best_baseline(optimizers: dict[str, dict[str, Any]]) -> str | None:
+    """The label of the baseline (an entry with a learning rate) with the lowest final mean loss
+    in a curves.json `optimizers` table, or None if every baseline diverged (or there is none)."""
+    finite = {
+        label: entry["final_mean"]
+        for label, entry in optimizers.items()
+        if entry["learning_rate"] is not None and entry["final_mean"] is not None
+    }
+    return min(finite, key=finite.get, default=None)
+
+
 def summary_table(summaries: list[CurveSummary], step: int) -> str:
     """A Markdown table of final mean losses with 95% CIs and the ratio to the best baseline."""
     baselines = [

@@ -23,7 +23,7 @@ from l2lgd import runs
 from l2lgd.checkpoint import load_weights, save_weights
 from l2lgd.config import config_from_dict
 from l2lgd.errors import L2LError
-from l2lgd.evaluate import CURVES_FILE, learned_curves
+from l2lgd.evaluate import CURVES_FILE, best_baseline, learned_curves
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, stream_key
 from l2lgd.tasks import make_task
@@ -95,8 +95,8 @@ def evaluation_figures(comparison_dir: Path) -> dict[str, Any]:
     baselines = {
         label: _figures(entry) for label, entry in entries.items() if entry["learning_rate"]
     }
-    finite = [b["final_mean"] for b in baselines.values() if b["final_mean"] is not None]
-    best = min(finite, default=math.nan)
+    best_label = best_baseline(entries)
+    best = math.nan if best_label is None else entries[best_label]["final_mean"]
     mean = learned[0]["final_mean"]
     return {
         "test_seed": document["test_seed"],

@@ -25,7 +25,7 @@ from l2lgd.checkpoint import load_tree
 from l2lgd.compare import SUMMARY_FILE, compare
 from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, with_overrides
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
-from l2lgd.evaluate import CURVES_FILE
+from l2lgd.evaluate import CURVES_FILE, best_baseline
 from l2lgd.meta.train import meta_train
 from l2lgd.plot import FIGURE_NAME, plot_curves
 from l2lgd.sources import load_learned
@@ -411,15 +411,14 @@ def _headline(outcome: Outcome) -> dict[str, Any] | None:
         return None
     entries = json.loads(path.read_text())["optimizers"]
     learned = next(e for e in entries.values() if e["learning_rate"] is None)
-    baselines = {k: e for k, e in entries.items() if e["learning_rate"] and e["final_mean"]}
-    best = min(baselines, key=lambda k: baselines[k]["final_mean"])
-    mean, best_mean = learned["final_mean"], baselines[best]["final_mean"]
+    best = best_baseline(entries)
+    mean, best_mean = learned["final_mean"], entries[best]["final_mean"]
     ratio = mean / best_mean if mean is not None else math.inf
     wins = ratio < 1
     return {
         "learned": learned,
         "best": best,
-        "best_entry": baselines[best],
+        "best_entry": entries[best],
         "ratio": ratio,
         "held": wins == outcome.experiment.learned_wins,
     }
