@@ -102,27 +102,65 @@ def meta_train_command(
     evaluate: Annotated[
         bool, typer.Option(help="Evaluate the best weights on test problems at the end.")
     ] = True,
+    devices: Annotated[
+        int | None,
+        typer.Option(help="Devices to split the problems over (meta.devices; 0: all of them)."),
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JAX_COORDINATOR_ADDRESS",
+            help="HOST:PORT of process 0, for a multi-process run (jax.distributed).",
+        ),
+    ] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="JAX_NUM_PROCESSES",
+            help="Processes in a multi-process run (default: from the cluster scheduler).",
+        ),
+    ] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            envvar="JAX_PROCESS_ID",
+            help="This process's index, 0 to N-1; process 0 writes the run folder.",
+        ),
+    ] = None,
 ) -> None:
-    """Meta-train the LSTM optimizer; keep the best checkpoint by validation loss."""
+    """Meta-train the LSTM optimizer; keep the best checkpoint by validation loss.
+
+    For several hosts, start the same command on each with --coordinator, --num-processes and
+    --process-id (or their environment variables); they must see the same --out folder to resume.
+    """
+    from l2lgd import distributed
     from l2lgd.meta.train import meta_train
     from l2lgd.progress import MetaTrainingDisplay
     from l2lgd.tasks import make_task
 
+    distributed.initialize(coordinator, num_processes, process_id)
+    primary = distributed.is_primary()
     run_dir = out or Path("runs") / task
+    device_overrides = [] if devices is None else [f"meta.devices={devices}"]
     if resume:
         if config is not None or set_ or seed is not None:
             raise L2LError(
                 "--resume continues with the run's own config.yaml; drop --config/--set/--seed"
             )
-        resolved = runs.load_run_config(run_dir)
+        resolved = with_overrides(runs.load_run_config(run_dir), device_overrides)
         if resolved.task.name != task:
             raise L2LError(f"{run_dir} was trained on task {resolved.task.name}, not {task}")
         if not runs.training_state_path(run_dir).is_file():
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
-        resolved = _resolve_config(task, config, set_, _flag_overrides(task, seed, None, data_dir))
+        flags = _flag_overrides(task, seed, None, data_dir) + device_overrides
+        resolved = _resolve_config(task, config, set_, flags)
         make_task(resolved.task)  # missing data fails here, before a run folder exists
-        runs.create_run_dir(run_dir, resolved, force=force)
+        if primary:
+            runs.create_run_dir(run_dir, resolved, force=force)
+    if not primary:
+        meta_train(resolved, run_dir, resume=resume)
+        return
     typer.echo(f"run folder: {run_dir}", err=True)
     with MetaTrainingDisplay(resolved.meta.iterations) as display:
         progress = meta_train(resolved, run_dir, resume=resume, on_iteration=display.update)
@@ -134,7 +172,13 @@ def meta_train_command(
     from l2lgd.plot import plot_meta_training
 
     plot_meta_training(run_dir)
-    if evaluate:
+    if evaluate and distributed.is_multi_process():
+        typer.echo(
+            f"skipped the test evaluation of a multi-process run; run `l2l evaluate --optimizer "
+            f"{run_dir}` on one host",
+            err=True,
+        )
+    elif evaluate:
         _evaluate_and_report(resolved, str(run_dir), run_dir / "eval")
 
 

@@ -99,7 +99,10 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """Meta-training by truncated backpropagation through the optimizee's steps."""
+    """Meta-training by truncated backpropagation through the optimizee's steps.
+
+    `devices`: how many devices (of all processes) the problems are split over; 0 means all.
+    """
 
     iterations: int = 1000
     num_problems: int = 128
@@ -111,6 +114,7 @@ class MetaConfig:
     objective: str = "sum"
     validate_every: int = 25
     num_validation_problems: int = 256
+    devices: int = 0
 
     def validate(self) -> None:
         _check_range("meta.iterations", self.iterations, low=1)
@@ -126,6 +130,7 @@ class MetaConfig:
         _check_choice("meta.objective", self.objective, META_OBJECTIVES)
         _check_range("meta.validate_every", self.validate_every, low=1)
         _check_range("meta.num_validation_problems", self.num_validation_problems, low=1)
+        _check_range("meta.devices", self.devices, low=0)
 
 
 @dataclass(frozen=True)

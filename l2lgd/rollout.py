@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from l2lgd.tasks import Task, sample_batch
 
@@ -90,6 +91,7 @@ def optimize_sampled_problems(
     key: jax.Array,
     num_problems: int,
     num_steps: int,
+    mesh: Mesh | None = None,
 ) -> tuple[OptimizeeState, jax.Array]:
     """Samples `num_problems` problems from `key` and runs `optimizer` on them from scratch.
 
@@ -97,7 +99,7 @@ def optimize_sampled_problems(
     given the same key meet the same problems from the same starting points.
     """
     problem_key, run_key = jax.random.split(key)
-    params, problems = sample_batch(task, problem_key, num_problems)
+    params, problems = sample_batch(task, problem_key, num_problems, mesh)
     state = init_optimizee_state(optimizer, params)
     return rollout(task, optimizer, state, problems, run_key, num_steps)
 

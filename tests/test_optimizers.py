@@ -20,6 +20,7 @@ from l2lgd.optimizers import (
     lstm_update,
     parse_baseline_spec,
 )
+from l2lgd.optimizers.lstm import ravel_coordinates
 from l2lgd.optimizers.preprocess import num_features, preprocess
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -385,3 +386,20 @@ def test_parse_baseline_spec(spec, expected):
 def test_parse_baseline_spec_rejects_bad_specs(spec, message):
     with pytest.raises(L2LError, match=message):
         parse_baseline_spec(spec)
+
+
+def test_a_batch_of_problems_is_flattened_problem_by_problem():
+    """Leaves sharing a leading axis give each problem one contiguous block of coordinates."""
+    tree = {"w": jnp.arange(12.0).reshape(2, 3, 2), "b": jnp.arange(4.0).reshape(2, 2) + 100}
+    flat, unravel = ravel_coordinates(tree)
+    np.testing.assert_array_equal(flat, [100, 101, 0, 1, 2, 3, 4, 5, 102, 103, 6, 7, 8, 9, 10, 11])
+    assert_trees_allclose(unravel(flat), tree)
+
+
+def test_leaves_without_a_shared_leading_axis_are_flattened_like_ravel_pytree():
+    tree = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3), "scale": jnp.array(2.0, jnp.bfloat16)}
+    flat, unravel = ravel_coordinates(tree)
+    np.testing.assert_array_equal(flat, ravel_pytree(tree)[0])
+    restored = unravel(flat)
+    assert restored["scale"].dtype == jnp.bfloat16
+    assert_trees_allclose(restored, tree)

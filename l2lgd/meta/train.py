@@ -21,11 +21,13 @@ from flax import serialization
 from l2lgd import runs
 from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config
+from l2lgd.distributed import is_primary
 from l2lgd.errors import CheckpointError, DivergenceError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
 from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
 from l2lgd.rollout import final_mean_loss, optimize_sampled_problems
 from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
+from l2lgd.sharding import check_divisible, problem_mesh, replicated
 from l2lgd.tasks import Task, make_task
 
 
@@ -41,14 +43,20 @@ class TrainingProgress:
 def make_learned_evaluator(
     task: Task, config: Config, num_problems: int, num_steps: int, key: jax.Array
 ) -> Callable[[Any], jax.Array]:
-    """A jitted function weights -> loss curves (steps + 1, problems) on fixed sampled problems."""
+    """A jitted function weights -> loss curves (steps + 1, problems) on fixed sampled problems.
 
-    @jax.jit
+    The problems are split over the devices of meta-training; the curves come back whole on
+    every device, so every process can read them.
+    """
+    mesh = problem_mesh(config.meta.devices)
+    check_divisible(num_problems, mesh, "meta.num_validation_problems")
+
     def evaluate(weights: Any) -> jax.Array:
         optimizer = learned_optimizer(weights, config.optimizer)
-        return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps)[1]
+        return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps, mesh)[1]
 
-    return evaluate
+    everywhere = replicated(mesh)
+    return jax.jit(evaluate, in_shardings=everywhere, out_shardings=everywhere)
 
 
 def meta_train(
@@ -58,6 +66,9 @@ def meta_train(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingProgress:
     """Meta-trains the LSTM optimizer and writes checkpoints and metrics into `run_dir`.
+
+    In a multi-process run every process calls this with the same arguments; only process 0
+    writes, and every process reads `run_dir` to resume.
 
     Args:
       config: the experiment.
@@ -86,7 +97,8 @@ def meta_train(
     progress = TrainingProgress()
     if resume:
         meta_state, progress = load_training_state(run_dir, meta_state)
-        runs.truncate_metrics(run_dir, progress.iteration)
+        if is_primary():
+            runs.truncate_metrics(run_dir, progress.iteration)
     else:
         _validate_and_save(run_dir, config, meta_state, progress, validate, meta_loss=None)
 
@@ -110,7 +122,7 @@ def meta_train(
             progress.iteration == config.meta.iterations
         ):
             record |= _validate_and_save(run_dir, config, meta_state, progress, validate, loss)
-        else:
+        elif is_primary():
             runs.append_metrics(run_dir, record)
         if on_iteration is not None:
             elapsed = time.perf_counter() - start
@@ -136,15 +148,22 @@ def _validate_and_save(
     validate: Callable[[Any], jax.Array],
     meta_loss: float | None,
 ) -> dict[str, Any]:
-    """Validates the current weights, saves best (if improved) and latest, logs the metrics."""
+    """Validates the current weights, saves best (if improved) and latest, logs the metrics.
+
+    Every process validates (it is one sharded computation); only process 0 writes.
+    """
     validation_loss = final_mean_loss(validate(meta_state.weights))
+    improved = validation_loss < progress.best_validation_loss
+    if improved:
+        progress.best_validation_loss = validation_loss
+        progress.best_iteration = progress.iteration
     record: dict[str, Any] = {"iteration": progress.iteration, "validation_loss": validation_loss}
     if meta_loss is not None:
         record["meta_loss"] = meta_loss
     provenance = runs.provenance(config, progress.iteration, validation_loss)
-    if validation_loss < progress.best_validation_loss:
-        progress.best_validation_loss = validation_loss
-        progress.best_iteration = progress.iteration
+    if not is_primary():
+        return record
+    if improved:
         save_weights(
             runs.best_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
         )
@@ -185,4 +204,6 @@ def load_training_state(run_dir: Path, template: MetaState) -> tuple[MetaState, 
     ):
         if np.shape(restored) != np.shape(expected):
             raise CheckpointError(f"{path} does not match this run's config (shapes differ)")
-    return jax.tree.map(jnp.asarray, meta_state), progress
+    return jax.tree.map(
+        lambda leaf, like: jax.device_put(leaf, like.sharding), meta_state, template
+    ), progress

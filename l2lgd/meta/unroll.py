@@ -18,6 +18,7 @@ import optax
 from l2lgd.config import MetaConfig, OptimizerConfig
 from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.rollout import OptimizeeState, init_optimizee_state, rollout
+from l2lgd.sharding import check_divisible, problem_mesh, replicated
 from l2lgd.tasks import Task, sample_batch
 
 
@@ -65,8 +66,11 @@ def make_meta_iteration(
     """A jitted function (meta state, key) -> (new meta state, meta-loss of each unroll).
 
     The whole iteration (sampling, every unroll, every Adam step) is one compiled program; the
-    meta state's buffers are donated so that nothing is copied between iterations.
+    meta state's buffers are donated so that nothing is copied between iterations. The problems
+    are split over `meta_config.devices` devices and the meta state is replicated on them.
     """
+    mesh = problem_mesh(meta_config.devices)
+    check_divisible(meta_config.num_problems, mesh, "meta.num_problems")
     meta_opt = meta_optimizer(meta_config)
     num_unrolls = meta_config.num_steps // meta_config.unroll
     grad_fn = jax.value_and_grad(meta_loss, has_aux=True)
@@ -86,7 +90,7 @@ def make_meta_iteration(
 
     def meta_iteration(meta_state: MetaState, key: jax.Array) -> tuple[MetaState, jax.Array]:
         problem_key, unroll_key = jax.random.split(key)
-        params, problems = sample_batch(task, problem_key, meta_config.num_problems)
+        params, problems = sample_batch(task, problem_key, meta_config.num_problems, mesh)
         optimizer = learned_optimizer(meta_state.weights, optimizer_config)
         state = init_optimizee_state(optimizer, params)
         (meta_state, _), losses = jax.lax.scan(
@@ -96,9 +100,17 @@ def make_meta_iteration(
         )
         return meta_state, losses
 
-    return jax.jit(meta_iteration, donate_argnums=0)
+    everywhere = replicated(mesh)
+    return jax.jit(
+        meta_iteration,
+        in_shardings=everywhere,
+        out_shardings=everywhere,
+        donate_argnums=0,
+    )
 
 
 def init_meta_state(weights: Any, meta_config: MetaConfig) -> MetaState:
-    """Meta state for initial weights: Adam's moments at zero."""
-    return MetaState(weights, meta_optimizer(meta_config).init(weights))
+    """Meta state for initial weights (Adam's moments at zero), replicated on the devices of
+    meta-training, where every meta-iteration leaves it."""
+    state = MetaState(weights, meta_optimizer(meta_config).init(weights))
+    return jax.device_put(state, replicated(problem_mesh(meta_config.devices)))

@@ -7,11 +7,13 @@ large matmuls however many tensors the optimizee has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -93,6 +95,35 @@ def lstm_update(
     return config.output_scale * output, new_state
 
 
+def ravel_coordinates(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+    """Flattens a pytree into one coordinate vector, and returns the inverse.
+
+    When every leaf shares its leading axis (a batch of problems, as in every rollout), the
+    order is leading-axis-major: each problem's coordinates form one contiguous block, so when
+    the problem axis is split across devices the LSTM's rows split the same way and no step
+    moves coordinates between devices. Otherwise it is `ravel_pytree`'s order. The order
+    changes no result, since the LSTM acts on each coordinate alone.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    leading = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(leading) != 1 or None in leading:
+        return ravel_pytree(tree)
+    (batch,) = leading
+    widths = [leaf.size // batch for leaf in leaves]
+    flat = jnp.concatenate([leaf.reshape(batch, -1) for leaf in leaves], axis=1).reshape(-1)
+
+    def unravel(vector: jax.Array) -> Any:
+        columns = jnp.split(vector.reshape(batch, -1), np.cumsum(widths)[:-1], axis=1)
+        return treedef.unflatten(
+            [
+                column.reshape(leaf.shape).astype(leaf.dtype)
+                for column, leaf in zip(columns, leaves, strict=True)
+            ]
+        )
+
+    return flat, unravel
+
+
 class LearnedOptimizerState(NamedTuple):
     """The optax state of the learned optimizer: the LSTM state of every coordinate."""
 
@@ -126,7 +157,7 @@ def lstm_optimizer(
     """
 
     def init_fn(params: Any) -> LearnedOptimizerState:
-        flat_params, _ = ravel_pytree(params)
+        flat_params, _ = ravel_coordinates(params)
         dtype = jnp.result_type(flat_params.dtype, *jax.tree.leaves(weights))
         return LearnedOptimizerState(zero_lstm_state(config, flat_params.size, dtype))
 
@@ -134,7 +165,7 @@ def lstm_optimizer(
         updates: Any, state: LearnedOptimizerState, params: Any = None
     ) -> tuple[Any, LearnedOptimizerState]:
         del params
-        flat_grads, unravel = ravel_pytree(updates)
+        flat_grads, unravel = ravel_coordinates(updates)
         flat_updates, lstm_state = lstm_update(weights, config, flat_grads, state.lstm_state)
         return unravel(flat_updates), LearnedOptimizerState(lstm_state)
 

@@ -11,6 +11,7 @@ import functools
 from typing import Any, Protocol
 
 import jax
+from jax.sharding import Mesh
 
 from l2lgd.config import TaskConfig
 from l2lgd.data import ImageDataset, load_cifar10, load_mnist, resolve_data_dir, subset_classes
@@ -86,12 +87,15 @@ def load_dataset_cached(
     return subset_classes(dataset, classes) if classes else dataset
 
 
-def sample_batch(task: Task, key: jax.Array, num_problems: int) -> tuple[Any, Any]:
+def sample_batch(
+    task: Task, key: jax.Array, num_problems: int, mesh: Mesh | None = None
+) -> tuple[Any, Any]:
     """`num_problems` problems and their initial parameters, each with a leading batch axis.
 
-    Inside `jit`, the batch is split across all devices (see `l2lgd.sharding`).
+    Inside `jit`, the batch is split across the devices of `mesh` (default: all; see
+    `l2lgd.sharding`).
     """
     problem_keys, init_keys = jax.random.split(key)
     problems = jax.vmap(task.sample_problem)(jax.random.split(problem_keys, num_problems))
     params = jax.vmap(task.init_params)(jax.random.split(init_keys, num_problems), problems)
-    return shard_problems((params, problems))
+    return shard_problems((params, problems), mesh)
