@@ -25,6 +25,7 @@ DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
 META_OBJECTIVES = ("sum", "log_sum")
+REMAT_POLICIES = ("none", "steps", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class MetaConfig:
     """Meta-training by truncated backpropagation through the optimizee's steps.
 
     `devices`: how many devices (of all processes) the problems are split over; 0 means all.
+    `remat`: what the backward pass of an unroll keeps ("none", "steps" or "sqrt", whose memory
+    grows like the square root of `unroll`; see `l2lgd.rollout.scan_steps`).
     """
 
     iterations: int = 1000
@@ -115,6 +118,7 @@ class MetaConfig:
     validate_every: int = 25
     num_validation_problems: int = 256
     devices: int = 0
+    remat: str = "steps"
 
     def validate(self) -> None:
         _check_range("meta.iterations", self.iterations, low=1)
@@ -131,6 +135,7 @@ class MetaConfig:
         _check_range("meta.validate_every", self.validate_every, low=1)
         _check_range("meta.num_validation_problems", self.num_validation_problems, low=1)
         _check_range("meta.devices", self.devices, low=0)
+        _check_choice("meta.remat", self.remat, REMAT_POLICIES)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ optimizer) are both this one scan; they differ only in what is differentiated an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -48,6 +50,7 @@ def rollout(
     key: jax.Array,
     num_steps: int,
     second_derivatives: bool = False,
+    remat: str = "steps",
 ) -> tuple[OptimizeeState, jax.Array]:
     """Takes `num_steps` optimizer steps on every problem of the batch.
 
@@ -60,6 +63,7 @@ def rollout(
       num_steps: T, the number of updates.
       second_derivatives: if False (the paper's choice) the optimizee gradient enters the
         optimizer as a constant, so a meta-gradient ignores d(grad f)/d(theta).
+      remat: what a gradient through the rollout keeps (see `scan_steps`); no effect otherwise.
 
     Returns:
       The final state and the losses, shape (T + 1, problems): the loss before each update and
@@ -76,13 +80,43 @@ def rollout(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return OptimizeeState(optax.apply_updates(state.params, updates), opt_state), losses
 
-    # In the backward pass, keep each step's matmul outputs and recompute the cheap elementwise
-    # rest: about 1.5x faster meta-training on CPU than saving everything or nothing
-    # (scripts/benchmark.py). Evaluation, which is not differentiated, is unaffected.
-    remat_step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable)
-    state, losses = jax.lax.scan(remat_step, state, jax.numpy.arange(num_steps))
+    state, losses = scan_steps(step, state, num_steps, remat)
     final_losses = batch_loss(task, state.params, problems, jax.random.fold_in(key, num_steps))
     return state, jax.numpy.concatenate([losses, final_losses[None]], axis=0)
+
+
+def scan_steps(
+    step: Callable[[Any, jax.Array], tuple[Any, jax.Array]], state: Any, num_steps: int, remat: str
+) -> tuple[Any, jax.Array]:
+    """`lax.scan` of `step` over steps 0..num_steps-1, with a rematerialization policy.
+
+    What the backward pass keeps of the forward pass:
+      "none": everything every step computed; memory grows with num_steps.
+      "steps": each step's matmul outputs; the cheap elementwise rest is recomputed. About 1.5x
+        faster meta-training on CPU than "none" (scripts/benchmark.py); memory still linear.
+      "sqrt": only the carry at the start of each block of about sqrt(num_steps) steps; a block
+        is recomputed (as "steps") when its gradient is needed. Peak memory grows like
+        sqrt(num_steps), for one more forward pass (scripts/memory.py).
+    """
+    steps = jnp.arange(num_steps)
+    if remat == "none":
+        return jax.lax.scan(step, state, steps)
+    saving_dots = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable)
+    if remat == "steps":
+        return jax.lax.scan(saving_dots, state, steps)
+    block = sqrt_block_length(num_steps)
+
+    @jax.checkpoint
+    def run_block(state: Any, block_steps: jax.Array) -> tuple[Any, jax.Array]:
+        return jax.lax.scan(saving_dots, state, block_steps)
+
+    state, losses = jax.lax.scan(run_block, state, steps.reshape(-1, block))
+    return state, losses.reshape(num_steps, *losses.shape[2:])
+
+
+def sqrt_block_length(num_steps: int) -> int:
+    """The largest divisor of `num_steps` that is at most its square root."""
+    return max(d for d in range(1, math.isqrt(num_steps) + 1) if num_steps % d == 0)
 
 
 def optimize_sampled_problems(

@@ -1,7 +1,10 @@
-"""Throughput of meta-training and evaluation, in coordinate-steps per second.
+"""Throughput of meta-training and evaluation, in coordinate-steps per second and % of matmul peak.
 
 coordinate-steps = optimizee coordinates x optimizee steps (x problems); compile time excluded;
-the median of several timed repeats. Writes a JSON file.
+the median of several timed repeats. The matmul peak is measured here: the FLOP/s of a large
+float32 matmul on the same device. Meta-training's matmul FLOPs are counted in its jaxpr (every
+dot_general, times the length of each scan around it), so "% of peak" says how close a
+meta-iteration comes to a program that only multiplies matrices. Writes a JSON file.
 
     python scripts/benchmark.py --config configs/quadratic.yaml --out runs/bench.json
 """
@@ -39,8 +42,54 @@ def timed_repeats(run, repeats: int) -> list[float]:
     return times
 
 
+def matmul_peak_flops(repeats: int, size: int = 2048) -> dict:
+    """FLOP/s of a (size x size) @ (size x size) float32 matmul: the device's practical peak."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    times = timed_repeats(lambda _: matmul(a, a).block_until_ready(), repeats)
+    return {
+        "size": size,
+        "median_s": statistics.median(times),
+        "flops": 2 * size**3 / statistics.median(times),
+    }
+
+
+def matmul_flops(function, *args) -> int:
+    """FLOPs of every dot_general `function(*args)` runs: counted in its jaxpr, each inner
+    scan's body times its length (XLA's own cost analysis counts a loop body once)."""
+    return _jaxpr_matmul_flops(jax.make_jaxpr(function)(*args).jaxpr)
+
+
+def _jaxpr_matmul_flops(jaxpr) -> int:
+    total = 0
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "dot_general":
+            (contracting, _), _ = equation.params["dimension_numbers"]
+            lhs_shape = equation.invars[0].aval.shape
+            total += (
+                2
+                * int(np.prod(equation.outvars[0].aval.shape))
+                * int(np.prod([lhs_shape[axis] for axis in contracting]))
+            )
+        repeats = equation.params.get("length", 1) if equation.primitive.name == "scan" else 1
+        for inner in _inner_jaxprs(equation.params.values()):
+            total += repeats * _jaxpr_matmul_flops(inner)
+    return total
+
+
+def _inner_jaxprs(values):
+    for value in values:
+        if isinstance(value, jax.extend.core.ClosedJaxpr):
+            yield value.jaxpr
+        elif isinstance(value, jax.extend.core.Jaxpr):
+            yield value
+        elif isinstance(value, tuple | list):
+            yield from _inner_jaxprs(value)
+
+
 def benchmark_meta_training(config, repeats: int) -> dict:
-    """Seconds per meta-iteration and coordinate-steps/s of meta-training."""
+    """Seconds per meta-iteration, coordinate-steps/s and matmul FLOPs of meta-training."""
     task = make_task(config.task)
     meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
@@ -56,7 +105,9 @@ def benchmark_meta_training(config, repeats: int) -> dict:
     times = timed_repeats(run, repeats)
     coordinates = num_coordinates(task, config.meta.num_problems)
     work = coordinates * config.meta.num_steps
-    return _summary(times, work, compile_s, coordinates=coordinates, steps=config.meta.num_steps)
+    flops = matmul_flops(meta_iteration, state["meta"], jax.random.key(0))
+    summary = _summary(times, work, compile_s, coordinates=coordinates, steps=config.meta.num_steps)
+    return summary | {"matmul_flops": flops, "matmul_flops_per_s": flops / summary["median_s"]}
 
 
 def benchmark_evaluation(config, repeats: int) -> dict:
@@ -193,6 +244,7 @@ def main() -> None:
         "devices": [str(device) for device in jax.devices()],
         "machine": platform.processor() or platform.machine(),
         "jax": jax.__version__,
+        "matmul_peak": matmul_peak_flops(args.repeats),
         "meta_training": benchmark_meta_training(config, args.repeats),
         "evaluation": benchmark_evaluation(config, args.repeats),
     }
@@ -202,6 +254,8 @@ def main() -> None:
             result["meta_training"]["coordinate_steps_per_s"]
             / result["plain_reference_meta_training"]["coordinate_steps_per_s"]
         )
+    peak, meta = result["matmul_peak"]["flops"], result["meta_training"]
+    meta["percent_of_matmul_peak"] = 100 * meta["matmul_flops_per_s"] / peak
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
@@ -214,6 +268,11 @@ def main() -> None:
             f"(median {entry['median_s'] * 1e3:.1f} ms per call of {len(entry['seconds'])}, "
             f"spread {np.ptp(entry['seconds']) * 1e3:.1f} ms; compile {entry['compile_s']:.1f} s)"
         )
+    print(
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s; meta-training {meta['matmul_flops'] / 1e9:.2f} "
+        f"GFLOP per iteration at {meta['matmul_flops_per_s'] / 1e9:.2f} GFLOP/s = "
+        f"{meta['percent_of_matmul_peak']:.1f}% of peak"
+    )
     if "meta_training_speedup_over_plain" in result:
         print(
             f"meta-training speed-up over the plain reference: {result['meta_training_speedup_over_plain']:.2f}x"

@@ -238,3 +238,20 @@ def test_make_task_builds_the_configured_cifar_cnn_on_a_class_subset(tmp_path):
     assert params["conv_0"]["kernel"].shape == (5, 5, 3, 2)
     assert params["logits"]["kernel"].shape == (32, 2)
     assert np.isfinite(task.loss(params, (), jax.random.key(1)))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 5, 7, 2)], ids=["even", "odd"])
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(shape):
+    """Random inputs (no ties): the same pooled values and the same gradient as nn.max_pool."""
+    images = jax.random.normal(jax.random.key(0), shape)
+    weights = jax.random.normal(jax.random.key(1), cnn.max_pool_2x2(images).shape)
+
+    def flax_pool(x):
+        return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+
+    np.testing.assert_array_equal(cnn.max_pool_2x2(images), flax_pool(images))
+    gradient, expected = (
+        jax.grad(lambda x, pool=pool: jnp.sum(weights * pool(x)))(images)
+        for pool in (cnn.max_pool_2x2, flax_pool)
+    )
+    np.testing.assert_array_equal(gradient, expected)

@@ -15,7 +15,7 @@ from l2lgd.config import MetaConfig, OptimizerConfig
 from l2lgd.evaluate import baseline_curves, loss_curves
 from l2lgd.meta.unroll import meta_loss
 from l2lgd.optimizers import baseline, init_lstm_weights, learned_optimizer, lstm_update
-from l2lgd.rollout import init_optimizee_state, rollout
+from l2lgd.rollout import init_optimizee_state, rollout, sqrt_block_length
 from l2lgd.tasks import QuadraticTask, make_task, sample_batch
 
 TASK = QuadraticTask(variant="deepmind", dim=3, init_std=0.1)
@@ -326,3 +326,42 @@ def test_log_sum_objective_sums_the_log_losses(tiny_config):
         weights, task, tiny_config.optimizer, tiny_config.meta, state, problems, key
     )
     assert abs(float(plain) - float(value)) > 1.0
+
+
+def remat_meta_gradient(remat, num_steps, num_problems=NUM_PROBLEMS):
+    """The jitted (meta-loss, meta-gradient) of one unroll under a remat policy."""
+    meta = MetaConfig(num_problems=num_problems, num_steps=num_steps, unroll=num_steps, remat=remat)
+    grad_fn = jax.value_and_grad(meta_loss, has_aux=True)
+    return jax.jit(lambda *args: grad_fn(*args[:1], TASK, CONFIG, meta, *args[1:]))
+
+
+def remat_arguments(num_problems=NUM_PROBLEMS):
+    weights = random_weights()
+    params, problems = sample_batch(TASK, jax.random.key(4), num_problems)
+    state = init_optimizee_state(learned_optimizer(weights, CONFIG), params)
+    return weights, state, problems, jax.random.key(5)
+
+
+@pytest.mark.parametrize("remat", ["steps", "sqrt"])
+def test_rematerialization_changes_no_meta_gradient(remat):
+    """Against plain autodiff ("none"), over 12 steps: blocks of 3 for "sqrt"."""
+    assert sqrt_block_length(12) == 3
+    arguments = remat_arguments()
+    (loss, _), grads = remat_meta_gradient(remat, 12)(*arguments)
+    (expected_loss, _), expected = remat_meta_gradient("none", 12)(*arguments)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    assert_trees_allclose(grads, expected, rtol=1e-4, atol=1e-4)  # float32 summation order
+
+
+def test_sqrt_remat_memory_grows_like_the_square_root_of_the_unroll():
+    """XLA's temporary buffers for 16x the unroll: about 4x with "sqrt", 16x with "steps"."""
+    arguments = remat_arguments(num_problems=64)
+
+    def temp_bytes(remat, num_steps):
+        compiled = remat_meta_gradient(remat, num_steps, 64).lower(*arguments).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    steps_growth = temp_bytes("steps", 256) / temp_bytes("steps", 16)
+    sqrt_growth = temp_bytes("sqrt", 256) / temp_bytes("sqrt", 16)
+    assert steps_growth > 10
+    assert sqrt_growth < 6

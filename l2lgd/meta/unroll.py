@@ -53,7 +53,14 @@ def meta_loss(
     """
     optimizer = learned_optimizer(weights, optimizer_config)
     state, losses = rollout(
-        task, optimizer, state, problems, key, meta_config.unroll, meta_config.second_derivatives
+        task,
+        optimizer,
+        state,
+        problems,
+        key,
+        meta_config.unroll,
+        meta_config.second_derivatives,
+        meta_config.remat,
     )
     if meta_config.objective == "log_sum":
         losses = jnp.log(losses)

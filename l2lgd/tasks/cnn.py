@@ -132,6 +132,24 @@ def image_patches(images: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.concatenate(shifted, axis=-1)
 
 
+def max_pool_2x2(images: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2 and "SAME" padding, as `nn.max_pool`, by a reshape and a max.
+
+    `nn.max_pool`'s gradient is a select-and-scatter, which XLA:CPU runs far slower than the
+    elementwise gradient of a plain max: this made meta-training on CIFAR about 1.3x faster
+    (scripts/profile_meta.py). Ties split the gradient instead of giving it to one element;
+    after a ReLU the only ties are zeros, whose gradient the ReLU stops anyway.
+    """
+    batch, height, width, channels = images.shape
+    padded = jnp.pad(
+        images,
+        ((0, 0), (0, height % 2), (0, width % 2), (0, 0)),
+        constant_values=-jnp.inf,
+    )
+    blocks = padded.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, channels)
+    return blocks.max(axis=(2, 4))
+
+
 class CNN(nn.Module):
     """Conv -> batch norm -> ReLU -> max-pool layers, then dense -> batch norm -> ReLU, then logits.
 
@@ -169,7 +187,7 @@ class CNN(nn.Module):
         for layer, channels in enumerate(self.conv_channels):
             conv = MatmulConv(channels, (5, 5), init, name=f"conv_{layer}")
             hidden = jax.nn.relu(batch_norm(conv(hidden), f"bn_conv_{layer}"))
-            hidden = nn.max_pool(hidden, (2, 2), strides=(2, 2), padding="SAME")
+            hidden = max_pool_2x2(hidden)
         hidden = hidden.reshape(hidden.shape[0], -1)
         hidden = nn.Dense(self.fc_size, kernel_init=init, bias_init=init, name="fc")(hidden)
         hidden = jax.nn.relu(batch_norm(hidden, "bn_fc"))
