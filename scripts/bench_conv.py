@@ -1,11 +1,12 @@
-"""Why the CIFAR CNN convolves with a matmul: XLA's convolution against `MatmulConv` in a scan.
+"""Why the CIFAR CNN convolves with a matmul and pools with a reshape: flax's layers against ours.
 
     python scripts/bench_conv.py [--batch 32] [--steps 10] [--repeats 5]
 
 Times `steps` SGD steps of the paper's CIFAR CNN (value and gradient of the loss on a fixed
 minibatch) inside one `lax.scan`, as every rollout runs it, with flax's `nn.Conv` and with
-`l2lgd.tasks.cnn.MatmulConv` (same parameters, same result); also one step outside any loop.
-Compile time excluded; medians of `repeats` calls; the two compared in one run, as a ratio.
+`l2lgd.tasks.cnn.MatmulConv` (same parameters, same result), and with flax's `nn.max_pool` and
+with `l2lgd.tasks.cnn.max_pool_2x2`; also one step outside any loop. Compile time excluded;
+medians of `repeats` calls; each pair compared in one run, as a ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def xla_conv(features, kernel_size, param_init, name):
         bias_init=param_init,
         name=name,
     )
+
+
+def flax_max_pool(images):
+    """`nn.max_pool` as `CNN` would call it."""
+    return nn.max_pool(images, (2, 2), strides=(2, 2), padding="SAME")
 
 
 def median_seconds(function, args, repeats: int) -> float:
@@ -77,15 +83,21 @@ def main() -> None:
     task = cnn.CNNTask(
         ImageDataset("noise", images, labels, images, labels, 10), batch_size=args.batch
     )
-    matmul = time_model(task, args.steps, args.repeats)
+    ours = time_model(task, args.steps, args.repeats)
     with mock.patch.object(cnn, "MatmulConv", xla_conv):
-        xla = time_model(task, args.steps, args.repeats)
+        flax_conv = time_model(task, args.steps, args.repeats)
+    with mock.patch.object(cnn, "max_pool_2x2", flax_max_pool):
+        flax_pool = time_model(task, args.steps, args.repeats)
     print(f"device {jax.devices()[0]}, minibatch {args.batch}, median of {args.repeats}")
-    for where in ("in_scan_s_per_step", "outside_s_per_step"):
-        print(
-            f"{where}: nn.Conv {xla[where] * 1e3:.1f} ms, MatmulConv {matmul[where] * 1e3:.1f} ms, "
-            f"ratio {xla[where] / matmul[where]:.2f}"
-        )
+    for theirs, name, our_name in [
+        (flax_conv, "nn.Conv", "MatmulConv"),
+        (flax_pool, "nn.max_pool", "max_pool_2x2"),
+    ]:
+        for where in ("in_scan_s_per_step", "outside_s_per_step"):
+            print(
+                f"{where}: {name} {theirs[where] * 1e3:.1f} ms, {our_name} "
+                f"{ours[where] * 1e3:.1f} ms, ratio {theirs[where] / ours[where]:.2f}"
+            )
 
 
 if __name__ == "__main__":
