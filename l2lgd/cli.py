@@ -280,6 +280,144 @@ def compare_command(
     _print_results(out_dir, figures)
 
 
+def _integers(text: str, option: str) -> list[int]:
+    """Parses a comma-separated list of positive integers given to `option`."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise L2LError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise L2LError(f"{option} takes positive integers, got {text!r}")
+    return values
+
+
+@app.command("sweep")
+@_user_errors
+def sweep_command(
+    learned: Annotated[
+        list[str],
+        typer.Option(help="Learned optimizer (repeatable): a run folder, weights file or name."),
+    ],
+    task: TaskOption = "mnist",
+    config: ConfigOption = None,
+    layers: Annotated[str, typer.Option(help="Hidden-layer counts, comma-separated.")] = "1,2",
+    units: Annotated[
+        str, typer.Option(help="Units per hidden layer, comma-separated.")
+    ] = "5,10,20,40,80",
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated baselines, tuned on each architecture.")
+    ] = "adam,rmsprop,nag,sgd",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/sweep"),
+    test_seed: TestSeedOption = None,
+    data_dir: DataDirOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Final loss against the MLP's architecture (the paper's Figure 6): one comparison per
+    architecture, the learned optimizer as it is and the baselines tuned on each."""
+    from l2lgd.optimizers.baselines import check_baseline_name
+    from l2lgd.sources import load_learned
+    from l2lgd.sweep import architecture_sweep, plot_sweep
+    from l2lgd.tasks import make_task
+
+    if task != "mnist":
+        raise L2LError(f"sweep varies an MLP's architecture: --task mnist, not {task}")
+    depths, widths = _integers(layers, "--layers"), _integers(units, "--units")
+    names = [name.strip() for name in baselines.split(",") if name.strip()]
+    for name in names:
+        check_baseline_name(name)
+    resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
+    learned_optimizers = [load_learned(spec) for spec in learned]
+    make_task(resolved.task)  # missing data fails before any work
+    sweep = architecture_sweep(resolved, learned_optimizers, names, depths, widths, out)
+    figure = plot_sweep(sweep, out / "sweep.png")
+    for label, rows in sweep["optimizers"].items():
+        cells = ", ".join(
+            f"{row['depth']}x{row['width']}: {row['final_mean']:.4g}"
+            if row["final_mean"] is not None
+            else f"{row['depth']}x{row['width']}: diverged"
+            for row in rows
+        )
+        typer.echo(f"{label}: {cells}")
+    typer.echo(
+        f"results: {out}/ (sweep.json, {figure.name}, one comparison folder per architecture)"
+    )
+
+
+@app.command("trace")
+@_user_errors
+def trace_command(
+    optimizer: Annotated[
+        list[str],
+        typer.Option(
+            help="An optimizer to trace (repeatable): a run folder, a weights file, a "
+            "pretrained name, or a baseline as NAME:LR."
+        ),
+    ],
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Problem family (default: the first learned optimizer's, else quadratic)."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    coordinates: Annotated[int, typer.Option(help="How many coordinates to trace.")] = 4,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/traces"),
+    test_seed: TestSeedOption = None,
+    data_dir: DataDirOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Record and plot the update each optimizer proposes for a few coordinates of one test
+    problem at every step (the paper's Figures 10-13); eval.num_steps steps."""
+    import jax
+
+    from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
+    from l2lgd.optimizers.learned import learned_optimizer
+    from l2lgd.seeds import TEST_STREAM, stream_key
+    from l2lgd.sources import load_learned
+    from l2lgd.tasks import make_task
+    from l2lgd.traces import chosen_coordinates, plot_update_traces, update_traces
+
+    learned_specs = [spec for spec in optimizer if spec.partition(":")[0] not in BASELINE_NAMES]
+    training_config = None
+    if config is None and learned_specs:
+        training_config = _training_config(learned_specs[0])
+    task = task or (training_config.task.name if training_config else "quadratic")
+    flags = _flag_overrides(task, None, test_seed, data_dir)
+    if training_config is not None:
+        resolved = with_overrides(training_config, [*flags, *(set_ or [])])
+    else:
+        resolved = _resolve_config(task, config, set_, flags)
+    problem_task = make_task(resolved.task)
+    key = stream_key(resolved.eval.seed, TEST_STREAM)
+    try:
+        chosen = chosen_coordinates(problem_task, coordinates, jax.random.fold_in(key, 1))
+    except ValueError as error:
+        raise L2LError(str(error)) from None
+    traces = {}
+    for spec in optimizer:
+        if spec.partition(":")[0] in BASELINE_NAMES:
+            name, learning_rate = parse_baseline_spec(spec)
+            label, transformation = f"{name} (lr {learning_rate:g})", baseline(name, learning_rate)
+        else:
+            learned = load_learned(spec)
+            label = learned.label
+            transformation = learned_optimizer(learned.weights, learned.config)
+        traces[label] = update_traces(
+            problem_task, transformation, key, resolved.eval.num_steps, chosen
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "task": resolved.task.name,
+        "test_seed": resolved.eval.seed,
+        "coordinates": chosen.tolist(),
+        "updates": {label: trace.tolist() for label, trace in traces.items()},
+    }
+    (out / "traces.json").write_text(json.dumps(record))
+    title = f"updates on one {resolved.task.name} test problem (test seed {resolved.eval.seed})"
+    figure = plot_update_traces(traces, chosen, out / "traces.png", title)
+    typer.echo(f"results: {out}/ (traces.json, {figure.name})")
+
+
 @app.command("plot")
 @_user_errors
 def plot_command(

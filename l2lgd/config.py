@@ -24,6 +24,7 @@ ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
+OPTIMIZER_KINDS = ("lstm", "lstm_gac")
 META_OBJECTIVES = ("sum", "log_sum")
 REMAT_POLICIES = ("none", "steps", "sqrt")
 
@@ -80,6 +81,10 @@ class OptimizerConfig:
     `groups` "none" shares one LSTM across all parameters; a rule set of
     `l2lgd.optimizers.groups.GROUP_RULES` ("conv_fc": the paper's CIFAR split) gives each group of
     parameters its own LSTM of this architecture.
+
+    `kind` "lstm_gac" is the paper's LSTM+GAC: in every layer the first `gac_cells` cells are
+    global averaging cells, whose outputs are averaged over the coordinates of one problem at
+    every step (per parameter group when `groups` splits them). `gac_cells` is unused otherwise.
     """
 
     hidden_size: int = 20
@@ -88,6 +93,8 @@ class OptimizerConfig:
     preprocessing_p: float = 10.0
     output_scale: float = 1.0
     groups: str = "none"
+    kind: str = "lstm"
+    gac_cells: int = 5
 
     def validate(self) -> None:
         _check_range("optimizer.hidden_size", self.hidden_size, low=1)
@@ -96,6 +103,13 @@ class OptimizerConfig:
         _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
         _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
         _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
+        _check_choice("optimizer.kind", self.kind, OPTIMIZER_KINDS)
+        _check_range("optimizer.gac_cells", self.gac_cells, low=1)
+        if self.gac_cells > self.hidden_size:
+            raise ConfigError(
+                f"optimizer.gac_cells ({self.gac_cells}) must be at most optimizer.hidden_size "
+                f"({self.hidden_size})"
+            )
 
 
 @dataclass(frozen=True)

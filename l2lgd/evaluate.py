@@ -185,7 +185,7 @@ class _LearnedFactory:
     config: OptimizerConfig
 
     def __call__(self, weights: Any) -> optax.GradientTransformation:
-        return learned_optimizer(weights, self.config)
+        return learned_optimizer(weights, self.config, batched=True)
 
 
 @dataclass

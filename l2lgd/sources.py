@@ -25,6 +25,10 @@ class LearnedOptimizer:
     provenance: dict[str, Any]
 
 
+ARCHITECTURE_LABELS = {"lstm": "LSTM", "lstm_gac": "LSTM+GAC"}
+"""How results name each `optimizer.kind`."""
+
+
 def load_learned(spec: str | Path) -> LearnedOptimizer:
     """Loads the weights `spec` names.
 
@@ -34,17 +38,18 @@ def load_learned(spec: str | Path) -> LearnedOptimizer:
     """
     path = Path(spec)
     if path.is_dir():
-        weights_path, label = runs.best_weights_path(path), f"LSTM ({path.name})"
+        weights_path, source = runs.best_weights_path(path), path.name
     elif path.is_file():
-        weights_path, label = path, f"LSTM ({path.stem})"
+        weights_path, source = path, path.stem
     elif (name := pretrained.pretrained_name(str(spec))) is not None:
-        weights_path, label = pretrained.pretrained_path(name), f"LSTM (pretrained {name})"
+        weights_path, source = pretrained.pretrained_path(name), f"pretrained {name}"
     else:
         raise L2LError(
             f"{str(spec)!r} is neither a run folder, a weights file, nor a pretrained optimizer "
             f"(shipped: {', '.join(pretrained.pretrained_names()) or 'none'})"
         )
     weights, config, provenance = load_weights(weights_path)
+    label = f"{ARCHITECTURE_LABELS[config.kind]} ({source})"
     return LearnedOptimizer(label, weights, config, provenance)
 
 

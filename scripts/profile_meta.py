@@ -99,7 +99,7 @@ def lstm_only(config):
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
 
     def unroll_loss(weights, params, opt_state, key):
-        optimizer = learned_optimizer(weights, config.optimizer)
+        optimizer = learned_optimizer(weights, config.optimizer, batched=True)
 
         @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_saveable)
         def step(carry, step_key):
@@ -118,7 +118,7 @@ def lstm_only(config):
 
     @jax.jit
     def iteration(weights, key):
-        opt_state = learned_optimizer(weights, config.optimizer).init(params)
+        opt_state = learned_optimizer(weights, config.optimizer, batched=True).init(params)
         state = params
         for index in range(meta.num_steps // meta.unroll):
             grads, (state, opt_state) = jax.grad(unroll_loss, has_aux=True)(

@@ -103,6 +103,7 @@ def grouped_learned_optimizer(
     weights_by_group: Mapping[str, Any],
     configs_by_group: Mapping[str, OptimizerConfig],
     rules: GroupRules,
+    batched: bool = False,
 ) -> optax.GradientTransformation:
     """One learned LSTM optimizer per parameter group, as a single optax transformation.
 
@@ -116,6 +117,7 @@ def grouped_learned_optimizer(
       weights_by_group: each group's LSTM weights (a pytree: meta-gradients flow into it).
       configs_by_group: each group's LSTM architecture, preprocessing and output scale.
       rules: (group name, regex) pairs; every group they name needs weights and a config.
+      batched: the parameters are a batch of problems (see `lstm_optimizer`).
 
     Returns:
       An `optax.GradientTransformation`; group g's `LearnedOptimizerState` is
@@ -138,7 +140,7 @@ def grouped_learned_optimizer(
     """
     _check_groups(weights_by_group, configs_by_group, rules)
     transforms = {
-        group: lstm_optimizer(weights_by_group[group], configs_by_group[group])
+        group: lstm_optimizer(weights_by_group[group], configs_by_group[group], batched)
         for group in weights_by_group
     }
     return optax.multi_transform(transforms, functools.partial(group_labels, rules=rules))

@@ -12,13 +12,17 @@ from l2lgd.optimizers.groups import GROUP_RULES, grouped_learned_optimizer
 from l2lgd.optimizers.lstm import init_lstm_weights, lstm_optimizer
 
 
-def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTransformation:
+def learned_optimizer(
+    weights: Any, config: OptimizerConfig, batched: bool = False
+) -> optax.GradientTransformation:
     """The learned optimizer with fixed `weights` as an optax transformation.
 
     With `config.groups == "none"` it is `lstm_optimizer`: one LSTM for every coordinate, and
     `weights` are its flax params. Otherwise `weights` maps each group of the rule set
     `GROUP_RULES[config.groups]` to its LSTM's params, and each parameter goes to its group's LSTM.
     Either way it works on any pytree of float parameters and its updates are added to them.
+    `batched`: the parameters are a batch of problems (leading axis), as in rollouts; see
+    `lstm_optimizer`.
 
     Example:
       >>> opt = learned_optimizer(weights, config)
@@ -30,9 +34,10 @@ def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTr
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
     if config.groups == "none":
-        return lstm_optimizer(weights, config)
+        return lstm_optimizer(weights, config, batched)
     rules = GROUP_RULES[config.groups]
-    return grouped_learned_optimizer(weights, {group: config for group, _ in rules}, rules)
+    configs = {group: config for group, _ in rules}
+    return grouped_learned_optimizer(weights, configs, rules, batched)
 
 
 def init_learned_weights(key: jax.Array, config: OptimizerConfig) -> Any:

@@ -38,6 +38,8 @@ class CoordinatewiseLSTM(nn.Module):
 
     hidden_size: int = 20
     num_layers: int = 2
+    gac_cells: int = 0
+    problems: int = 1
 
     @nn.compact
     def __call__(self, inputs: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
@@ -51,10 +53,26 @@ class CoordinatewiseLSTM(nn.Module):
                 candidate
             )
             hidden = jax.nn.sigmoid(out_gate) * jnp.tanh(cell)
+            if self.gac_cells:
+                averaged = average_per_problem(hidden[: self.gac_cells], self.problems)
+                hidden = jnp.concatenate([averaged, hidden[self.gac_cells :]], axis=0)
             new_state.append((hidden, cell))
             layer_input = hidden
         output = ColumnDense(1, nn.initializers.zeros, name="output")(layer_input)
         return output[0], tuple(new_state)
+
+
+def average_per_problem(values: jax.Array, problems: int) -> jax.Array:
+    """(rows, coordinates) -> each row's mean over each problem's coordinates, broadcast back.
+
+    The coordinates are `problems` contiguous blocks of equal size (see `ravel_coordinates`), so
+    a problem is never averaged with another, and a block never spans two devices.
+    """
+    rows, coordinates = values.shape
+    if coordinates == 0:
+        return values
+    blocks = values.reshape(rows, problems, coordinates // problems)
+    return jnp.broadcast_to(blocks.mean(axis=-1, keepdims=True), blocks.shape).reshape(values.shape)
 
 
 class ColumnDense(nn.Module):
@@ -86,10 +104,19 @@ def init_lstm_weights(key: jax.Array, config: OptimizerConfig) -> dict[str, Any]
 
 
 def lstm_update(
-    weights: dict[str, Any], config: OptimizerConfig, grads: jax.Array, state: LSTMState
+    weights: dict[str, Any],
+    config: OptimizerConfig,
+    grads: jax.Array,
+    state: LSTMState,
+    problems: int = 1,
 ) -> tuple[jax.Array, LSTMState]:
-    """One optimizer step on a flat gradient vector: returns (updates, new state)."""
-    module = CoordinatewiseLSTM(config.hidden_size, config.num_layers)
+    """One optimizer step on a flat gradient vector: returns (updates, new state).
+
+    `problems`: how many problems' coordinates the vector holds, as equal contiguous blocks;
+    only global averaging cells (`config.kind == "lstm_gac"`) depend on it.
+    """
+    gac_cells = config.gac_cells if config.kind == "lstm_gac" else 0
+    module = CoordinatewiseLSTM(config.hidden_size, config.num_layers, gac_cells, problems)
     features = jnp.moveaxis(preprocess(grads, config.preprocessing, config.preprocessing_p), -1, 0)
     output, new_state = module.apply({"params": weights}, features, state)
     return config.output_scale * output, new_state
@@ -124,6 +151,14 @@ def ravel_coordinates(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]
     return flat, unravel
 
 
+def batch_size(tree: Any) -> int:
+    """The leading axis that every leaf of a batch of problems shares (1 for no leaves)."""
+    leading = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(tree)}
+    if len(leading) > 1 or None in leading:
+        raise ValueError(f"a batch of problems needs one shared leading axis, got {leading}")
+    return leading.pop() if leading else 1
+
+
 class LearnedOptimizerState(NamedTuple):
     """The optax state of the learned optimizer: the LSTM state of every coordinate."""
 
@@ -131,7 +166,7 @@ class LearnedOptimizerState(NamedTuple):
 
 
 def lstm_optimizer(
-    weights: dict[str, Any], config: OptimizerConfig
+    weights: dict[str, Any], config: OptimizerConfig, batched: bool = False
 ) -> optax.GradientTransformation:
     """One coordinatewise LSTM with fixed `weights`, for every parameter, as an optax transformation.
 
@@ -142,6 +177,9 @@ def lstm_optimizer(
     Args:
       weights: the LSTM's flax params (from `init_lstm_weights` or a checkpoint).
       config: the architecture, preprocessing and output scale the weights were trained with.
+      batched: the parameters are a batch of problems (every leaf's leading axis), as in
+        rollouts; global averaging cells then average over each problem's coordinates alone.
+        Without it, all the parameters are one problem.
 
     Returns:
       An `optax.GradientTransformation` whose state is a `LearnedOptimizerState`.
@@ -166,7 +204,10 @@ def lstm_optimizer(
     ) -> tuple[Any, LearnedOptimizerState]:
         del params
         flat_grads, unravel = ravel_coordinates(updates)
-        flat_updates, lstm_state = lstm_update(weights, config, flat_grads, state.lstm_state)
+        problems = batch_size(updates) if batched else 1
+        flat_updates, lstm_state = lstm_update(
+            weights, config, flat_grads, state.lstm_state, problems
+        )
         return unravel(flat_updates), LearnedOptimizerState(lstm_state)
 
     return optax.GradientTransformation(init_fn, update_fn)

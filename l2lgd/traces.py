@@ -1,0 +1,111 @@
+"""Update traces (the paper's Figures 10-13): the updates each optimizer proposes for a few
+coordinates of one problem, step by step over one run.
+
+Every optimizer starts from the same problem and initial parameters (drawn from one key), so
+the traces differ only by the optimizer and the path it takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from l2lgd.tasks import Task, sample_batch
+
+
+def update_traces(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    num_steps: int,
+    coordinates: np.ndarray,
+) -> np.ndarray:
+    """The updates `optimizer` adds to `coordinates` of one problem's flat parameter vector.
+
+    Args:
+      task: the problem family; one problem and its initialization are drawn from `key`.
+      optimizer: any optax transformation (its updates are added to the parameters).
+      key: the problem, the initialization and the minibatches.
+      num_steps: steps of the run.
+      coordinates: indices into the problem's flattened parameters (`ravel_pytree` order).
+
+    Returns:
+      Array (num_steps, len(coordinates)): row t is the update of step t.
+    """
+    problem_key, run_key = jax.random.split(key)
+    params, problems = sample_batch(task, problem_key, 1)
+    params, problem = jax.tree.map(lambda leaf: leaf[0], (params, problems))
+    return np.asarray(_traced_run(task, optimizer, params, problem, run_key, num_steps))[
+        :, np.asarray(coordinates)
+    ]
+
+
+def _traced_run(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    problem: Any,
+    key: jax.Array,
+    num_steps: int,
+) -> jax.Array:
+    """Every step's flat update vector, (num_steps, parameters), in one jitted scan."""
+
+    @jax.jit
+    def run(params: Any, key: jax.Array) -> jax.Array:
+        def step(carry: tuple[Any, Any], index: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
+            params, opt_state = carry
+            grads = jax.grad(task.loss)(params, problem, jax.random.fold_in(key, index))
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), ravel_pytree(updates)[0]
+
+        carry = (params, optimizer.init(params))
+        return jax.lax.scan(step, carry, jnp.arange(num_steps))[1]
+
+    return run(params, key)
+
+
+def chosen_coordinates(task: Task, count: int, key: jax.Array) -> np.ndarray:
+    """`count` distinct coordinates of the task's flat parameter vector, drawn from `key`."""
+    params, _ = sample_batch(task, jax.random.key(0), 1)
+    size = ravel_pytree(params)[0].size
+    if not 1 <= count <= size:
+        raise ValueError(f"can trace 1 to {size} coordinates of this task, not {count}")
+    return np.sort(np.asarray(jax.random.choice(key, size, (count,), replace=False)))
+
+
+def plot_update_traces(
+    traces: dict[str, np.ndarray], coordinates: np.ndarray, path: Path, title: str
+) -> Path:
+    """One panel per coordinate, one line per optimizer: its update at every step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(len(coordinates), 4)
+    rows = -(-len(coordinates) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False, sharex=True
+    )
+    for panel, (axis, coordinate) in enumerate(zip(axes.flat, coordinates, strict=False)):
+        for label, trace in traces.items():
+            axis.plot(trace[:, panel], label=label, linewidth=1)
+        axis.set_title(f"coordinate {coordinate}", fontsize=9)
+        axis.axhline(0.0, color="grey", linewidth=0.5)
+    for axis in list(axes.flat)[len(coordinates) :]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("step")
+    axes[0][0].set_ylabel("update")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,124 @@
+"""LSTM+GAC: global averaging cells average over one problem's coordinates, never across problems."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2lgd.config import Config, OptimizerConfig, with_overrides
+from l2lgd.errors import ConfigError
+from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
+from l2lgd.optimizers import init_lstm_weights, learned_optimizer
+from l2lgd.optimizers.lstm import average_per_problem
+from l2lgd.tasks import QuadraticTask, sample_batch
+
+CONFIG = OptimizerConfig(hidden_size=6, kind="lstm_gac", gac_cells=2)
+TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
+
+
+def random_weights(config=CONFIG, seed=0):
+    """Non-zero weights everywhere (the output layer starts at 0), so updates depend on them."""
+    weights = init_lstm_weights(jax.random.key(seed), config)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda w: w + 0.5 * rng.normal(size=w.shape).astype(np.float32), weights)
+
+
+def run_steps(optimizer, params, problems, num_steps=3, batched=True):
+    """`num_steps` optimizer steps on the quadratic; returns the final params and LSTM state."""
+    grad = jax.grad(TASK.loss)
+    if batched:
+        grad = jax.vmap(grad, in_axes=(0, 0, None))
+    state = optimizer.init(params)
+    for _ in range(num_steps):
+        updates, state = optimizer.update(grad(params, problems, None), state, params)
+        params = params + updates
+    return params, state.lstm_state
+
+
+def test_a_batch_of_two_problems_equals_each_problem_alone():
+    weights = random_weights()
+    params, problems = sample_batch(TASK, jax.random.key(1), 2)
+    batched_params, batched_state = run_steps(
+        learned_optimizer(weights, CONFIG, batched=True), params, problems
+    )
+    for index in range(2):
+        alone = jax.tree.map(lambda leaf, i=index: leaf[i], (params, problems))
+        expected_params, expected_state = run_steps(
+            learned_optimizer(weights, CONFIG), *alone, batched=False
+        )
+        np.testing.assert_allclose(batched_params[index], expected_params, rtol=1e-5, atol=1e-6)
+        for got, want in zip(
+            jax.tree.leaves(batched_state), jax.tree.leaves(expected_state), strict=True
+        ):
+            block = got[:, index * TASK.dim : (index + 1) * TASK.dim]
+            np.testing.assert_allclose(block, want, rtol=1e-5, atol=1e-6)
+
+
+def test_averaging_cells_agree_within_a_problem_and_differ_between_problems():
+    params, problems = sample_batch(TASK, jax.random.key(2), 2)
+    _, state = run_steps(
+        learned_optimizer(random_weights(), CONFIG, batched=True), params, problems
+    )
+    for hidden, _ in state:
+        per_problem = np.asarray(hidden).reshape(CONFIG.hidden_size, 2, TASK.dim)
+        averaged, free = per_problem[: CONFIG.gac_cells], per_problem[CONFIG.gac_cells :]
+        np.testing.assert_allclose(averaged, averaged[..., :1].repeat(TASK.dim, -1), rtol=1e-6)
+        assert np.ptp(free, axis=-1).min() > 0  # ordinary cells: one value per coordinate
+        assert np.abs(averaged[:, 0, 0] - averaged[:, 1, 0]).min() > 0
+
+
+def test_average_per_problem_against_numpy():
+    values = np.arange(12.0).reshape(2, 6)
+    expected = np.repeat(values.reshape(2, 3, 2).mean(-1), 2, axis=-1)
+    np.testing.assert_allclose(average_per_problem(jnp.asarray(values), 3), expected)
+    assert average_per_problem(jnp.zeros((2, 0)), 3).shape == (2, 0)
+
+
+def test_plain_lstm_ignores_the_problem_split():
+    config = dataclasses.replace(CONFIG, kind="lstm")
+    weights = random_weights(config)
+    params, problems = sample_batch(TASK, jax.random.key(3), 2)
+    batched, _ = run_steps(learned_optimizer(weights, config, batched=True), params, problems)
+    flat, _ = run_steps(learned_optimizer(weights, config), params, problems)
+    np.testing.assert_allclose(batched, flat, rtol=1e-6)
+
+
+def test_gac_meta_training_gives_every_weight_a_gradient_and_lowers_the_meta_loss():
+    config = with_overrides(
+        Config(),
+        [
+            "optimizer.kind=lstm_gac",
+            "optimizer.gac_cells=4",
+            "meta.num_problems=8",
+            "meta.num_steps=20",
+            "meta.unroll=10",
+            "meta.learning_rate=0.01",
+        ],
+    )
+    from l2lgd.tasks import make_task
+
+    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    state = init_meta_state(init_lstm_weights(jax.random.key(0), config.optimizer), config.meta)
+    first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
+    losses = []
+    for index in range(30):
+        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
+        losses.append(float(jnp.mean(unroll_losses)))
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.weights, first)
+    assert min(jax.tree.leaves(moved)) > 0
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.kind=gru"], "optimizer.kind"),
+        (["optimizer.kind=lstm_gac", "optimizer.gac_cells=21"], "at most optimizer.hidden_size"),
+        (["optimizer.gac_cells=0"], "optimizer.gac_cells"),
+    ],
+)
+def test_bad_gac_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(Config(), overrides)
