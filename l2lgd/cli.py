@@ -208,19 +208,33 @@ def evaluate_command(
 ) -> None:
     """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
     run_dir = Path(optimizer)
-    training_config = None if config is not None else _training_config(optimizer)
-    task = task or (training_config.task.name if training_config else "quadratic")
-    flags = _flag_overrides(task, None, test_seed, data_dir)
-    if training_config is not None:
-        resolved = with_overrides(training_config, [*flags, *(set_ or [])])
-    else:
-        resolved = _resolve_config(task, config, set_, flags)
+    resolved = _evaluation_config(optimizer, task, config, set_, test_seed, data_dir)
     default_out = (
         run_dir / "eval"
         if run_dir.is_dir()
         else Path("runs") / "eval" / optimizer.replace(":", "_")
     )
     _evaluate_and_report(resolved, optimizer, out or default_out)
+
+
+def _evaluation_config(
+    optimizer_spec: str | None,
+    task: str | None,
+    config: Path | None,
+    overrides: list[str] | None,
+    test_seed: int | None,
+    data_dir: Path | None,
+) -> Config:
+    """The config to evaluate an optimizer with: without --config, the one a learned optimizer
+    was trained with (and its task), else the config file or defaults; then flags and --set."""
+    training_config = None
+    if config is None and optimizer_spec is not None:
+        training_config = _training_config(optimizer_spec)
+    task = task or (training_config.task.name if training_config else "quadratic")
+    flags = _flag_overrides(task, None, test_seed, data_dir)
+    if training_config is not None:
+        return with_overrides(training_config, [*flags, *(overrides or [])])
+    return _resolve_config(task, config, overrides, flags)
 
 
 def _training_config(optimizer_spec: str) -> Config | None:
@@ -378,15 +392,8 @@ def trace_command(
     from l2lgd.traces import chosen_coordinates, plot_update_traces, update_traces
 
     learned_specs = [spec for spec in optimizer if spec.partition(":")[0] not in BASELINE_NAMES]
-    training_config = None
-    if config is None and learned_specs:
-        training_config = _training_config(learned_specs[0])
-    task = task or (training_config.task.name if training_config else "quadratic")
-    flags = _flag_overrides(task, None, test_seed, data_dir)
-    if training_config is not None:
-        resolved = with_overrides(training_config, [*flags, *(set_ or [])])
-    else:
-        resolved = _resolve_config(task, config, set_, flags)
+    first_learned = learned_specs[0] if learned_specs else None
+    resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
     problem_task = make_task(resolved.task)
     key = stream_key(resolved.eval.seed, TEST_STREAM)
     try:
