@@ -272,14 +272,11 @@ def compare_command(
 ) -> None:
     """Tune each baseline's learning rate on training problems; compare all on the same test problems."""
     from l2lgd.compare import compare
-    from l2lgd.optimizers.baselines import check_baseline_name
     from l2lgd.plot import plot_curves
     from l2lgd.sources import load_learned
     from l2lgd.tasks import make_task
 
-    names = [name.strip() for name in baselines.split(",") if name.strip()]
-    for name in names:
-        check_baseline_name(name)
+    names = _baseline_names(baselines)
     resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned or []]
     make_task(resolved.task)  # missing data fails before anything is printed
@@ -292,6 +289,16 @@ def compare_command(
     compare(resolved, names, learned_optimizers, out_dir)
     figures = plot_curves(out_dir / "curves.json")
     _print_results(out_dir, figures)
+
+
+def _baseline_names(text: str) -> list[str]:
+    """The baselines of a comma-separated --baselines list, each checked to exist."""
+    from l2lgd.optimizers.baselines import check_baseline_name
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        check_baseline_name(name)
+    return names
 
 
 def _integers(text: str, option: str) -> list[int]:
@@ -328,7 +335,6 @@ def sweep_command(
 ) -> None:
     """Final loss against the MLP's architecture (the paper's Figure 6): one comparison per
     architecture, the learned optimizer as it is and the baselines tuned on each."""
-    from l2lgd.optimizers.baselines import check_baseline_name
     from l2lgd.sources import load_learned
     from l2lgd.sweep import architecture_sweep, plot_sweep
     from l2lgd.tasks import make_task
@@ -336,9 +342,7 @@ def sweep_command(
     if task != "mnist":
         raise L2LError(f"sweep varies an MLP's architecture: --task mnist, not {task}")
     depths, widths = _integers(layers, "--layers"), _integers(units, "--units")
-    names = [name.strip() for name in baselines.split(",") if name.strip()]
-    for name in names:
-        check_baseline_name(name)
+    names = _baseline_names(baselines)
     resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned]
     make_task(resolved.task)  # missing data fails before any work

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import jax
+from benchmark import timed_repeats
 
 from l2lgd.config import REMAT_POLICIES, load_config
 from l2lgd.meta.unroll import meta_loss
@@ -27,6 +28,18 @@ from l2lgd.rollout import init_optimizee_state
 from l2lgd.tasks import make_task, sample_batch
 
 MIB = 2**20
+
+
+def peak_bytes(compiled: jax.stages.Compiled) -> int:
+    """The bytes a compiled program holds at once: arguments + outputs (less the buffers they
+    share by donation) + temporaries, from XLA's buffer assignment."""
+    stats = compiled.memory_analysis()
+    return (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+    )
 
 
 def measure(config, unroll: int, remat: str, repeats: int) -> dict:
@@ -46,23 +59,12 @@ def measure(config, unroll: int, remat: str, repeats: int) -> dict:
     start = time.perf_counter()
     compiled = meta_gradient.lower(*arguments).compile()
     compile_s = time.perf_counter() - start
-    stats = compiled.memory_analysis()
-    peak = (
-        stats.argument_size_in_bytes
-        + stats.output_size_in_bytes
-        - stats.alias_size_in_bytes
-        + stats.temp_size_in_bytes
-    )
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*arguments))
-        times.append(time.perf_counter() - start)
+    times = timed_repeats(lambda _: jax.block_until_ready(compiled(*arguments)), repeats)
     return {
         "unroll": unroll,
         "remat": remat,
-        "peak_bytes": peak,
-        "temp_bytes": stats.temp_size_in_bytes,
+        "peak_bytes": peak_bytes(compiled),
+        "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
         "compile_s": round(compile_s, 2),
         "median_s": statistics.median(times),
         "seconds": times,

@@ -18,7 +18,6 @@ import functools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -32,18 +31,13 @@ from l2lgd.rollout import OptimizeeState, rollout
 from l2lgd.tasks import make_task, sample_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import matmul_flops, matmul_peak_flops  # noqa: E402
+from benchmark import matmul_flops, matmul_peak_flops, timed_repeats  # noqa: E402
 
 
 def median_seconds(run, repeats: int) -> float:
     """Median wall time of `run()` (which blocks), after one untimed call that compiles."""
     run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_repeats(lambda _: run(), repeats))
 
 
 def chained(function, arguments):

@@ -132,10 +132,9 @@ def ravel_coordinates(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]
     changes no result, since the LSTM acts on each coordinate alone.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    leading = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
-    if len(leading) != 1 or None in leading:
+    batch = shared_leading_axis(leaves)
+    if batch is None:
         return ravel_pytree(tree)
-    (batch,) = leading
     widths = [leaf.size // batch for leaf in leaves]
     flat = jnp.concatenate([leaf.reshape(batch, -1) for leaf in leaves], axis=1).reshape(-1)
 
@@ -151,12 +150,21 @@ def ravel_coordinates(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]
     return flat, unravel
 
 
+def shared_leading_axis(leaves: list[jax.Array]) -> int | None:
+    """The size of the leading axis every leaf has, or None (no leaves, a scalar, or sizes
+    that differ)."""
+    leading = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    return leading.pop() if len(leading) == 1 else None
+
+
 def batch_size(tree: Any) -> int:
     """The leading axis that every leaf of a batch of problems shares (1 for no leaves)."""
-    leading = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(tree)}
-    if len(leading) > 1 or None in leading:
-        raise ValueError(f"a batch of problems needs one shared leading axis, got {leading}")
-    return leading.pop() if leading else 1
+    leaves = jax.tree.leaves(tree)
+    batch = shared_leading_axis(leaves)
+    if batch is None and leaves:
+        shapes = [leaf.shape for leaf in leaves]
+        raise ValueError(f"a batch of problems needs one shared leading axis, got shapes {shapes}")
+    return 1 if batch is None else batch
 
 
 class LearnedOptimizerState(NamedTuple):

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import jax
 from jax.sharding import Mesh
 
-from l2lgd.config import TaskConfig
+from l2lgd.config import TASK_NAMES, TaskConfig
 from l2lgd.data import ImageDataset, load_cifar10, load_mnist, resolve_data_dir, subset_classes
 from l2lgd.errors import ConfigError
 from l2lgd.sharding import shard_problems
@@ -62,7 +62,7 @@ def make_task(config: TaskConfig) -> Task:
             batch_size=config.batch_size,
             init_std=config.init_std,
         )
-    raise ConfigError(f"unknown task {config.name!r}; valid: quadratic, mnist, cifar10")
+    raise ConfigError(f"unknown task {config.name!r}; valid: {', '.join(TASK_NAMES)}")
 
 
 def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:
