@@ -24,7 +24,11 @@ ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
-OPTIMIZER_KINDS = ("lstm", "lstm_gac")
+OPTIMIZER_KINDS = ("lstm", "lstm_gac", "ntm_bfgs", "ntm_lbfgs")
+NTM_KINDS = ("ntm_bfgs", "ntm_lbfgs")
+NTM_MEMORY_INITS = ("identity", "zero")
+NTM_UPDATE_SOURCES = ("read", "controller")
+NTM_WRITE_ACTIVATIONS = ("tanh", "none")
 META_OBJECTIVES = ("sum", "log_sum")
 REMAT_POLICIES = ("none", "steps", "sqrt")
 
@@ -85,6 +89,12 @@ class OptimizerConfig:
     `kind` "lstm_gac" is the paper's LSTM+GAC: in every layer the first `gac_cells` cells are
     global averaging cells, whose outputs are averaged over the coordinates of one problem at
     every step (per parameter group when `groups` splits them). `gac_cells` is unused otherwise.
+
+    `kind` "ntm_bfgs" and "ntm_lbfgs" are the paper's NTM-BFGS and NTM-L-BFGS (Appendix D): an
+    LSTM+GAC controller with `ntm_read_heads` read and `ntm_write_heads` write heads on a memory
+    per problem, dense or a window of the last `ntm_window` steps' writes; `ntm_memory_init`,
+    `ntm_update_from` and `ntm_write_activation` are the choices the paper leaves open (see
+    `l2lgd.optimizers.ntm`).
     """
 
     hidden_size: int = 20
@@ -95,6 +105,12 @@ class OptimizerConfig:
     groups: str = "none"
     kind: str = "lstm"
     gac_cells: int = 5
+    ntm_read_heads: int = 1
+    ntm_write_heads: int = 3
+    ntm_window: int = 10
+    ntm_memory_init: str = "identity"
+    ntm_update_from: str = "read"
+    ntm_write_activation: str = "tanh"
 
     def validate(self) -> None:
         _check_range("optimizer.hidden_size", self.hidden_size, low=1)
@@ -110,6 +126,14 @@ class OptimizerConfig:
                 f"optimizer.gac_cells ({self.gac_cells}) must be at most optimizer.hidden_size "
                 f"({self.hidden_size})"
             )
+        _check_range("optimizer.ntm_read_heads", self.ntm_read_heads, low=1)
+        _check_range("optimizer.ntm_write_heads", self.ntm_write_heads, low=1)
+        _check_range("optimizer.ntm_window", self.ntm_window, low=1)
+        _check_choice("optimizer.ntm_memory_init", self.ntm_memory_init, NTM_MEMORY_INITS)
+        _check_choice("optimizer.ntm_update_from", self.ntm_update_from, NTM_UPDATE_SOURCES)
+        _check_choice(
+            "optimizer.ntm_write_activation", self.ntm_write_activation, NTM_WRITE_ACTIVATIONS
+        )
 
 
 @dataclass(frozen=True)

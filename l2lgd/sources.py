@@ -25,7 +25,12 @@ class LearnedOptimizer:
     provenance: dict[str, Any]
 
 
-ARCHITECTURE_LABELS = {"lstm": "LSTM", "lstm_gac": "LSTM+GAC"}
+ARCHITECTURE_LABELS = {
+    "lstm": "LSTM",
+    "lstm_gac": "LSTM+GAC",
+    "ntm_bfgs": "NTM-BFGS",
+    "ntm_lbfgs": "NTM-L-BFGS",
+}
 """How results name each `optimizer.kind`."""
 
 

@@ -18,7 +18,7 @@ import optax
 
 from l2lgd.config import OptimizerConfig
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers.lstm import lstm_optimizer
+from l2lgd.optimizers.kinds import single_learned_optimizer
 
 GroupRules = tuple[tuple[str, str], ...]
 """(group name, regex on the leaf's "/"-joined path) pairs; the first full match wins."""
@@ -108,7 +108,8 @@ def grouped_learned_optimizer(
     """One learned LSTM optimizer per parameter group, as a single optax transformation.
 
     Each leaf goes, by `group_labels(params, rules)`, to exactly one group, whose
-    `lstm_optimizer(weights_by_group[g], configs_by_group[g])` sees only that group's leaves
+    `single_learned_optimizer(weights_by_group[g], configs_by_group[g])` (an LSTM or an NTM,
+    by the config's kind) sees only that group's leaves
     (through `optax.multi_transform`): its LSTM keeps state for exactly those coordinates. A
     group that matches no leaf of a model costs nothing. Works on batched parameters (leading
     problems axis) and under `jit`, like `lstm_optimizer`.
@@ -140,7 +141,7 @@ def grouped_learned_optimizer(
     """
     _check_groups(weights_by_group, configs_by_group, rules)
     transforms = {
-        group: lstm_optimizer(weights_by_group[group], configs_by_group[group], batched)
+        group: single_learned_optimizer(weights_by_group[group], configs_by_group[group], batched)
         for group in weights_by_group
     }
     return optax.multi_transform(transforms, functools.partial(group_labels, rules=rules))

@@ -9,7 +9,7 @@ import optax
 
 from l2lgd.config import OptimizerConfig
 from l2lgd.optimizers.groups import GROUP_RULES, grouped_learned_optimizer
-from l2lgd.optimizers.lstm import init_lstm_weights, lstm_optimizer
+from l2lgd.optimizers.kinds import init_single_weights, single_learned_optimizer
 
 
 def learned_optimizer(
@@ -17,8 +17,8 @@ def learned_optimizer(
 ) -> optax.GradientTransformation:
     """The learned optimizer with fixed `weights` as an optax transformation.
 
-    With `config.groups == "none"` it is `lstm_optimizer`: one LSTM for every coordinate, and
-    `weights` are its flax params. Otherwise `weights` maps each group of the rule set
+    With `config.groups == "none"` it is one optimizer of `config.kind` (`lstm_optimizer` or
+    `ntm_optimizer`) for every coordinate, and `weights` are its flax params. Otherwise `weights` maps each group of the rule set
     `GROUP_RULES[config.groups]` to its LSTM's params, and each parameter goes to its group's LSTM.
     Either way it works on any pytree of float parameters and its updates are added to them.
     `batched`: the parameters are a batch of problems (leading axis), as in rollouts; see
@@ -34,7 +34,7 @@ def learned_optimizer(
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
     if config.groups == "none":
-        return lstm_optimizer(weights, config, batched)
+        return single_learned_optimizer(weights, config, batched)
     rules = GROUP_RULES[config.groups]
     configs = {group: config for group, _ in rules}
     return grouped_learned_optimizer(weights, configs, rules, batched)
@@ -43,9 +43,9 @@ def learned_optimizer(
 def init_learned_weights(key: jax.Array, config: OptimizerConfig) -> Any:
     """Initial weights of the learned optimizer `config` describes (one LSTM's, or one per group)."""
     if config.groups == "none":
-        return init_lstm_weights(key, config)
+        return init_single_weights(key, config)
     groups = [group for group, _ in GROUP_RULES[config.groups]]
     return {
-        group: init_lstm_weights(jax.random.fold_in(key, index), config)
+        group: init_single_weights(jax.random.fold_in(key, index), config)
         for index, group in enumerate(groups)
     }

@@ -43,23 +43,36 @@ class CoordinatewiseLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
-        layer_input = inputs
-        new_state = []
-        for layer, (hidden, cell) in enumerate(state):
-            stacked = jnp.concatenate([layer_input, hidden], axis=0)
-            gates = ColumnDense(4 * self.hidden_size, name=f"lstm_{layer}")(stacked)
-            in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=0)
-            cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(in_gate) * jnp.tanh(
-                candidate
-            )
-            hidden = jax.nn.sigmoid(out_gate) * jnp.tanh(cell)
-            if self.gac_cells:
-                averaged = average_per_problem(hidden[: self.gac_cells], self.problems)
-                hidden = jnp.concatenate([averaged, hidden[self.gac_cells :]], axis=0)
-            new_state.append((hidden, cell))
-            layer_input = hidden
-        output = ColumnDense(1, nn.initializers.zeros, name="output")(layer_input)
-        return output[0], tuple(new_state)
+        top, new_state = lstm_layers(inputs, state, self.hidden_size, self.gac_cells, self.problems)
+        output = ColumnDense(1, nn.initializers.zeros, name="output")(top)
+        return output[0], new_state
+
+
+def lstm_layers(
+    inputs: jax.Array, state: LSTMState, hidden_size: int, gac_cells: int, problems: int
+) -> tuple[jax.Array, LSTMState]:
+    """The LSTM layers of the calling flax module (params `lstm_0`, `lstm_1`, ...): returns the
+    top layer's hidden output and the new state. Call it only inside an `nn.compact` method.
+
+    The first `gac_cells` cells of each layer are global averaging cells: their outputs are
+    replaced by their mean over each problem's coordinates (`average_per_problem`).
+    """
+    layer_input = inputs
+    new_state = []
+    for layer, (hidden, cell) in enumerate(state):
+        stacked = jnp.concatenate([layer_input, hidden], axis=0)
+        gates = ColumnDense(4 * hidden_size, name=f"lstm_{layer}")(stacked)
+        in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=0)
+        cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(in_gate) * jnp.tanh(
+            candidate
+        )
+        hidden = jax.nn.sigmoid(out_gate) * jnp.tanh(cell)
+        if gac_cells:
+            averaged = average_per_problem(hidden[:gac_cells], problems)
+            hidden = jnp.concatenate([averaged, hidden[gac_cells:]], axis=0)
+        new_state.append((hidden, cell))
+        layer_input = hidden
+    return layer_input, tuple(new_state)
 
 
 def average_per_problem(values: jax.Array, problems: int) -> jax.Array:
@@ -202,20 +215,48 @@ def lstm_optimizer(
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
 
-    def init_fn(params: Any) -> LearnedOptimizerState:
+    def initial_state(coordinates: int, problems: int, dtype: jnp.dtype) -> LearnedOptimizerState:
+        del problems
+        return LearnedOptimizerState(zero_lstm_state(config, coordinates, dtype))
+
+    def step(
+        grads: jax.Array, state: LearnedOptimizerState, problems: int
+    ) -> tuple[jax.Array, LearnedOptimizerState]:
+        updates, lstm_state = lstm_update(weights, config, grads, state.lstm_state, problems)
+        return updates, LearnedOptimizerState(lstm_state)
+
+    return coordinatewise_transformation(weights, initial_state, step, batched)
+
+
+def coordinatewise_transformation(
+    weights: Any,
+    initial_state: Callable[[int, int, jnp.dtype], Any],
+    step: Callable[[jax.Array, Any, int], tuple[jax.Array, Any]],
+    batched: bool,
+) -> optax.GradientTransformation:
+    """An optax transformation that flattens the gradient pytree into one coordinate vector
+    (`ravel_coordinates`) and applies a learned optimizer's `step` to it.
+
+    Args:
+      weights: the learned optimizer's weights; their dtype joins the parameters' in the state.
+      initial_state: (coordinates, problems, dtype) -> the optimizer's state.
+      step: (flat gradients, state, problems) -> (flat updates, new state).
+      batched: the parameters are a batch of problems (every leaf's leading axis); otherwise
+        they are one problem.
+    """
+
+    def problems_in(tree: Any) -> int:
+        return batch_size(tree) if batched else 1
+
+    def init_fn(params: Any) -> Any:
         flat_params, _ = ravel_coordinates(params)
         dtype = jnp.result_type(flat_params.dtype, *jax.tree.leaves(weights))
-        return LearnedOptimizerState(zero_lstm_state(config, flat_params.size, dtype))
+        return initial_state(flat_params.size, problems_in(params), dtype)
 
-    def update_fn(
-        updates: Any, state: LearnedOptimizerState, params: Any = None
-    ) -> tuple[Any, LearnedOptimizerState]:
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         flat_grads, unravel = ravel_coordinates(updates)
-        problems = batch_size(updates) if batched else 1
-        flat_updates, lstm_state = lstm_update(
-            weights, config, flat_grads, state.lstm_state, problems
-        )
-        return unravel(flat_updates), LearnedOptimizerState(lstm_state)
+        flat_updates, state = step(flat_grads, state, problems_in(updates))
+        return unravel(flat_updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)

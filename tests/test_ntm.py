@@ -1,0 +1,200 @@
+"""NTM-BFGS / NTM-L-BFGS: the memory's read and write against explicit matrix algebra, the window,
+one memory per problem, and meta-training."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2lgd.config import Config, OptimizerConfig, with_overrides
+from l2lgd.errors import ConfigError
+from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
+from l2lgd.optimizers import init_learned_weights, learned_optimizer
+from l2lgd.optimizers.ntm import (
+    DenseMemory,
+    WindowMemory,
+    read_memory,
+    write_memory,
+    zero_memory,
+)
+from l2lgd.tasks import QuadraticTask, make_task, sample_batch
+
+BFGS = OptimizerConfig(hidden_size=6, gac_cells=2, kind="ntm_bfgs", ntm_read_heads=2)
+TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
+PROBLEMS, SIZE, WRITE_HEADS, READ_HEADS = 2, 4, 3, 2
+
+
+def random_writes(rng, steps):
+    """Per step, left and right write vectors (heads, problems * SIZE)."""
+    shape = (steps, 2, WRITE_HEADS, PROBLEMS * SIZE)
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def numpy_memory(writes, initial_scale):
+    """M_p = initial_scale * I + (1/n) sum over the given writes of a b^T, per problem p."""
+    memory = np.stack([initial_scale * np.eye(SIZE) for _ in range(PROBLEMS)])
+    for left, right in writes:
+        for p in range(PROBLEMS):
+            block = slice(p * SIZE, (p + 1) * SIZE)
+            for a, b in zip(left[:, block], right[:, block], strict=True):
+                memory[p] += np.outer(a, b) / SIZE
+    return memory
+
+
+def numpy_read(memory, vectors):
+    """M_p r for each read vector's block of problem p."""
+    blocks = vectors.reshape(len(vectors), PROBLEMS, SIZE)
+    return np.einsum("pij,hpj->hpi", memory, blocks).reshape(vectors.shape)
+
+
+def write_all(memory, writes):
+    for left, right in writes:
+        memory = write_memory(memory, jnp.asarray(left), jnp.asarray(right), PROBLEMS)
+    return memory
+
+
+@pytest.mark.parametrize("initial_scale", [1.0, 0.0])
+def test_dense_read_and_write_against_numpy(initial_scale):
+    rng = np.random.default_rng(0)
+    writes = random_writes(rng, steps=3)
+    vectors = rng.normal(size=(READ_HEADS, PROBLEMS * SIZE)).astype(np.float32)
+    config = dataclasses.replace(BFGS, ntm_write_heads=WRITE_HEADS)
+    memory = write_all(zero_memory(config, PROBLEMS * SIZE, PROBLEMS, jnp.float32), writes)
+    got = read_memory(memory, jnp.asarray(vectors), PROBLEMS, initial_scale)
+    expected = numpy_read(numpy_memory(writes, initial_scale), vectors)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [2, 3, 5])
+def test_window_keeps_the_last_steps_writes(window):
+    rng = np.random.default_rng(1)
+    writes = random_writes(rng, steps=3)
+    vectors = rng.normal(size=(READ_HEADS, PROBLEMS * SIZE)).astype(np.float32)
+    config = dataclasses.replace(
+        BFGS, kind="ntm_lbfgs", ntm_window=window, ntm_write_heads=WRITE_HEADS
+    )
+    memory = write_all(zero_memory(config, PROBLEMS * SIZE, PROBLEMS, jnp.float32), writes)
+    assert isinstance(memory, WindowMemory)
+    got = read_memory(memory, jnp.asarray(vectors), PROBLEMS, 1.0)
+    expected = numpy_read(numpy_memory(writes[-window:], 1.0), vectors)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def random_weights(config, seed=0):
+    """Non-zero weights everywhere (the read outputs start at 0), so updates depend on them."""
+    weights = init_learned_weights(jax.random.key(seed), config)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda w: w + 0.3 * rng.normal(size=w.shape).astype(np.float32), weights)
+
+
+def run_updates(config, weights, params, problems, num_steps, batched=True):
+    """The updates of `num_steps` optimizer steps on quadratics, stacked."""
+    grad = jax.grad(TASK.loss)
+    if batched:
+        grad = jax.vmap(grad, in_axes=(0, 0, None))
+    optimizer = learned_optimizer(weights, config, batched=batched)
+    state = optimizer.init(params)
+    history = []
+    for _ in range(num_steps):
+        updates, state = optimizer.update(grad(params, problems, None), state, params)
+        params = params + updates
+        history.append(updates)
+    return np.stack(history), state
+
+
+def test_lbfgs_with_a_window_as_long_as_the_run_equals_bfgs():
+    steps = 6
+    weights = random_weights(BFGS)
+    params, problems = sample_batch(TASK, jax.random.key(1), 2)
+    bfgs, state = run_updates(BFGS, weights, params, problems, steps)
+    assert isinstance(state.memory, DenseMemory)
+    assert np.abs(state.memory.correction).max() > 0.01  # the writes did change the memory
+    long_window = dataclasses.replace(BFGS, kind="ntm_lbfgs", ntm_window=steps)
+    lbfgs, _ = run_updates(long_window, weights, params, problems, steps)
+    np.testing.assert_allclose(lbfgs, bfgs, rtol=1e-4, atol=1e-5)
+    short_window = dataclasses.replace(BFGS, kind="ntm_lbfgs", ntm_window=2)
+    forgetful, _ = run_updates(short_window, weights, params, problems, steps)
+    np.testing.assert_allclose(forgetful[:2], bfgs[:2], rtol=1e-4, atol=1e-5)
+    assert np.abs(forgetful[-1] - bfgs[-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["ntm_bfgs", "ntm_lbfgs"])
+def test_each_problem_of_a_batch_has_its_own_memory(kind):
+    config = dataclasses.replace(BFGS, kind=kind, ntm_window=3)
+    weights = random_weights(config, seed=2)
+    params, problems = sample_batch(TASK, jax.random.key(3), 2)
+    batched, _ = run_updates(config, weights, params, problems, num_steps=4)
+    for index in range(2):
+        alone = jax.tree.map(lambda leaf, i=index: leaf[i], (params, problems))
+        expected, _ = run_updates(config, weights, *alone, num_steps=4, batched=False)
+        np.testing.assert_allclose(batched[:, index], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_update_comes_from_the_read_or_from_the_controller():
+    config = dataclasses.replace(BFGS, ntm_memory_init="zero")
+    params, problems = sample_batch(TASK, jax.random.key(4), 2)
+    weights = random_weights(config, seed=3)
+    from_read, state = run_updates(config, weights, params, problems, num_steps=2)
+    np.testing.assert_allclose(from_read[-1].reshape(-1), state.reads[0], rtol=1e-6)
+    from_controller = dataclasses.replace(config, ntm_update_from="controller")
+    controller_weights = random_weights(from_controller, seed=3)
+    direct, state = run_updates(from_controller, controller_weights, params, problems, 2)
+    assert np.abs(direct[-1].reshape(-1) - state.reads[0]).max() > 1e-3
+
+
+def test_untrained_ntm_proposes_no_update():
+    weights = init_learned_weights(jax.random.key(0), BFGS)
+    params, problems = sample_batch(TASK, jax.random.key(5), 2)
+    updates, _ = run_updates(BFGS, weights, params, problems, num_steps=2)
+    np.testing.assert_array_equal(updates, 0.0)
+
+
+def test_a_dense_memory_too_big_is_a_config_error():
+    with pytest.raises(ConfigError, match="ntm_lbfgs"):
+        zero_memory(BFGS, 20_000, 1, jnp.float32)
+
+
+@pytest.mark.parametrize("kind", ["ntm_bfgs", "ntm_lbfgs"])
+def test_ntm_meta_training_gives_every_weight_a_gradient_and_lowers_the_meta_loss(kind):
+    config = with_overrides(
+        Config(),
+        [
+            f"optimizer.kind={kind}",
+            "optimizer.hidden_size=8",
+            "optimizer.gac_cells=2",
+            "optimizer.ntm_window=5",
+            "meta.num_problems=8",
+            "meta.num_steps=20",
+            "meta.unroll=10",
+            "meta.learning_rate=0.01",
+        ],
+    )
+    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    weights = init_learned_weights(jax.random.key(0), config.optimizer)
+    state = init_meta_state(weights, config.meta)
+    first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
+    losses = []
+    for index in range(30):
+        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
+        losses.append(float(jnp.mean(unroll_losses)))
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.weights, first)
+    assert min(jax.tree.leaves(moved)) > 0
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.ntm_read_heads=0"], "optimizer.ntm_read_heads"),
+        (["optimizer.ntm_write_heads=0"], "optimizer.ntm_write_heads"),
+        (["optimizer.ntm_window=0"], "optimizer.ntm_window"),
+        (["optimizer.ntm_memory_init=random"], "optimizer.ntm_memory_init"),
+        (["optimizer.ntm_update_from=both"], "optimizer.ntm_update_from"),
+        (["optimizer.ntm_write_activation=relu"], "optimizer.ntm_write_activation"),
+    ],
+)
+def test_bad_ntm_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(Config(), overrides)
