@@ -198,3 +198,28 @@ def test_ntm_meta_training_gives_every_weight_a_gradient_and_lowers_the_meta_los
 def test_bad_ntm_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         with_overrides(Config(), overrides)
+
+
+def test_a_meta_trained_ntm_loads_as_a_drop_in_optax_optimizer(tiny_config, tmp_path):
+    import l2lgd
+    from l2lgd.meta.train import meta_train
+
+    config = with_overrides(tiny_config, ["optimizer.kind=ntm_lbfgs", "optimizer.ntm_window=4"])
+    meta_train(config, tmp_path)
+    learned = l2lgd.load_learned(tmp_path)
+    assert learned.config.kind == "ntm_lbfgs" and learned.config.ntm_window == 4
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.array([1.0, -1.0])}
+    optimizer = l2lgd.load_optimizer(tmp_path)
+    state = optimizer.init(params)
+    step = jax.jit(optimizer.update)
+    for _ in range(3):
+        updates, state = step(grads, state, params)
+    reference = learned_optimizer(learned.weights, learned.config)
+    reference_state = reference.init(params)
+    for _ in range(3):
+        expected, reference_state = reference.update(grads, reference_state, params)
+    for got, want in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(updates)) > 0
+    assert state.memory.left.shape == (4 * 3, 8)  # 4 steps x 3 write heads, 8 coordinates
