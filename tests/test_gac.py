@@ -9,7 +9,6 @@ import pytest
 
 from l2lgd.config import Config, OptimizerConfig, with_overrides
 from l2lgd.errors import ConfigError
-from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
 from l2lgd.optimizers import init_lstm_weights, learned_optimizer
 from l2lgd.optimizers.lstm import average_per_problem
 from l2lgd.tasks import QuadraticTask, sample_batch
@@ -83,32 +82,6 @@ def test_plain_lstm_ignores_the_problem_split():
     batched, _ = run_steps(learned_optimizer(weights, config, batched=True), params, problems)
     flat, _ = run_steps(learned_optimizer(weights, config), params, problems)
     np.testing.assert_allclose(batched, flat, rtol=1e-6)
-
-
-def test_gac_meta_training_gives_every_weight_a_gradient_and_lowers_the_meta_loss():
-    config = with_overrides(
-        Config(),
-        [
-            "optimizer.kind=lstm_gac",
-            "optimizer.gac_cells=4",
-            "meta.num_problems=8",
-            "meta.num_steps=20",
-            "meta.unroll=10",
-            "meta.learning_rate=0.01",
-        ],
-    )
-    from l2lgd.tasks import make_task
-
-    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
-    state = init_meta_state(init_lstm_weights(jax.random.key(0), config.optimizer), config.meta)
-    first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
-    losses = []
-    for index in range(30):
-        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
-        losses.append(float(jnp.mean(unroll_losses)))
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.weights, first)
-    assert min(jax.tree.leaves(moved)) > 0
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from l2lgd.config import Config, config_to_dict, with_overrides
 from l2lgd.errors import CheckpointError, DivergenceError
 from l2lgd.evaluate import baseline_curves
 from l2lgd.meta.train import meta_train
+from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
+from l2lgd.optimizers.learned import init_learned_weights
 from l2lgd.seeds import VALIDATION_STREAM, stream_key
 from l2lgd.tasks import make_task
 
@@ -182,3 +184,36 @@ def test_divergence_stops_the_run_and_keeps_finite_checkpoints(
         assert np.isfinite(leaf).all(), "training_state.msgpack holds non-finite values"
     for line in (run_dir / runs.METRICS_FILE).read_text().splitlines():
         _strict_json(line)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["optimizer.kind=lstm_gac", "optimizer.gac_cells=4"],
+        ["optimizer.kind=ntm_bfgs", "optimizer.hidden_size=8"],
+        ["optimizer.kind=ntm_lbfgs", "optimizer.hidden_size=8", "optimizer.ntm_window=5"],
+    ],
+    ids=["lstm_gac", "ntm_bfgs", "ntm_lbfgs"],
+)
+def test_each_variant_gives_every_weight_a_gradient_and_lowers_the_meta_loss(variant):
+    config = with_overrides(
+        Config(),
+        [
+            "optimizer.gac_cells=2",
+            "meta.num_problems=8",
+            "meta.num_steps=20",
+            "meta.unroll=10",
+            "meta.learning_rate=0.01",
+            *variant,
+        ],
+    )
+    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    state = init_meta_state(init_learned_weights(jax.random.key(0), config.optimizer), config.meta)
+    first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
+    losses = []
+    for index in range(30):
+        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
+        losses.append(float(np.mean(unroll_losses)))
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.weights, first)
+    assert min(jax.tree.leaves(moved)) > 0
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])

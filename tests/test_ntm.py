@@ -10,7 +10,6 @@ import pytest
 
 from l2lgd.config import Config, OptimizerConfig, with_overrides
 from l2lgd.errors import ConfigError
-from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
 from l2lgd.optimizers.ntm import (
     DenseMemory,
@@ -19,7 +18,7 @@ from l2lgd.optimizers.ntm import (
     write_memory,
     zero_memory,
 )
-from l2lgd.tasks import QuadraticTask, make_task, sample_batch
+from l2lgd.tasks import QuadraticTask, sample_batch
 
 BFGS = OptimizerConfig(hidden_size=6, gac_cells=2, kind="ntm_bfgs", ntm_read_heads=2)
 TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
@@ -154,34 +153,6 @@ def test_untrained_ntm_proposes_no_update():
 def test_a_dense_memory_too_big_is_a_config_error():
     with pytest.raises(ConfigError, match="ntm_lbfgs"):
         zero_memory(BFGS, 20_000, 1, jnp.float32)
-
-
-@pytest.mark.parametrize("kind", ["ntm_bfgs", "ntm_lbfgs"])
-def test_ntm_meta_training_gives_every_weight_a_gradient_and_lowers_the_meta_loss(kind):
-    config = with_overrides(
-        Config(),
-        [
-            f"optimizer.kind={kind}",
-            "optimizer.hidden_size=8",
-            "optimizer.gac_cells=2",
-            "optimizer.ntm_window=5",
-            "meta.num_problems=8",
-            "meta.num_steps=20",
-            "meta.unroll=10",
-            "meta.learning_rate=0.01",
-        ],
-    )
-    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
-    weights = init_learned_weights(jax.random.key(0), config.optimizer)
-    state = init_meta_state(weights, config.meta)
-    first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
-    losses = []
-    for index in range(30):
-        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
-        losses.append(float(jnp.mean(unroll_losses)))
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.weights, first)
-    assert min(jax.tree.leaves(moved)) > 0
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
 @pytest.mark.parametrize(

@@ -130,9 +130,13 @@ def lstm_update(
     """
     gac_cells = config.gac_cells if config.kind == "lstm_gac" else 0
     module = CoordinatewiseLSTM(config.hidden_size, config.num_layers, gac_cells, problems)
-    features = jnp.moveaxis(preprocess(grads, config.preprocessing, config.preprocessing_p), -1, 0)
-    output, new_state = module.apply({"params": weights}, features, state)
+    output, new_state = module.apply({"params": weights}, coordinate_features(grads, config), state)
     return config.output_scale * output, new_state
+
+
+def coordinate_features(values: jax.Array, config: OptimizerConfig) -> jax.Array:
+    """A flat vector preprocessed as `config` says, features first: (features, coordinates)."""
+    return jnp.moveaxis(preprocess(values, config.preprocessing, config.preprocessing_p), -1, 0)
 
 
 def ravel_coordinates(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:

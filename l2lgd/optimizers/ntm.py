@@ -44,11 +44,12 @@ from l2lgd.errors import ConfigError
 from l2lgd.optimizers.lstm import (
     ColumnDense,
     LSTMState,
+    coordinate_features,
     coordinatewise_transformation,
     lstm_layers,
     zero_lstm_state,
 )
-from l2lgd.optimizers.preprocess import num_features, preprocess
+from l2lgd.optimizers.preprocess import num_features
 
 MAX_DENSE_MEMORY_ENTRIES = 2**26
 """NTM-BFGS refuses memories of more entries than this (256 MiB in float32, kept at every step
@@ -191,13 +192,7 @@ def ntm_update(
 ) -> tuple[jax.Array, NTMState]:
     """One NTM optimizer step on a flat gradient vector of `problems` equal contiguous blocks:
     controller, write, read; returns (updates, new state)."""
-    inputs = [grads, *state.reads]
-    features = jnp.concatenate(
-        [
-            jnp.moveaxis(preprocess(row, config.preprocessing, config.preprocessing_p), -1, 0)
-            for row in inputs
-        ]
-    )
+    features = jnp.concatenate([coordinate_features(row, config) for row in (grads, *state.reads)])
     outputs, writes, lstm_state = ntm_controller(config, problems).apply(
         {"params": weights}, features, state.lstm_state
     )
