@@ -194,3 +194,16 @@ def test_a_meta_trained_ntm_loads_as_a_drop_in_optax_optimizer(tiny_config, tmp_
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(updates)) > 0
     assert state.memory.left.shape == (4 * 3, 8)  # 4 steps x 3 write heads, 8 coordinates
+
+
+def test_each_parameter_group_has_its_own_ntm_and_memory():
+    config = dataclasses.replace(BFGS, kind="ntm_lbfgs", ntm_window=2, groups="kernel_bias")
+    weights = init_learned_weights(jax.random.key(0), config)
+    params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}}
+    optimizer = learned_optimizer(weights, config)
+    state = optimizer.init(params)
+    updates, state = jax.jit(optimizer.update)(params, state, params)
+    is_memory = lambda node: isinstance(node, WindowMemory)  # noqa: E731
+    memories = [node.left.shape for node in jax.tree.leaves(state, is_memory) if is_memory(node)]
+    assert sorted(memories) == [(2 * 3, 4), (2 * 3, 12)]  # window x write heads, coordinates
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
