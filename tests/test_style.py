@@ -1,6 +1,7 @@
 """The Neural Art task: Gram matrices, total variation, the VGG-19 weight loader, the task's loss,
 meta-training on tiny images, and the `l2l stylize` figure."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from l2lgd.tasks.style import ContentPool, StyleTransferTask, gram_matrix, total
 from l2lgd.tasks.vgg import (
     RANDOM_WEIGHTS_LABEL,
     VGGWeights,
+    conv_shapes,
     load_vgg_weights,
     random_vgg_weights,
 )
@@ -295,3 +297,46 @@ def test_stylize_and_compare_commands_on_the_tiny_run(tiny_run, tmp_path):
     curves = json.loads((compare_out / "curves.json").read_text())
     assert set(curves["optimizers"]) == {"LSTM (run)", "adam"}
     assert len(curves["optimizers"]["adam"]["final_losses"]) == 4
+
+
+def load_converter():
+    spec = importlib.util.spec_from_file_location(
+        "convert_vgg19", Path(__file__).parents[1] / "scripts" / "convert_vgg19.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_converter_turns_torchvision_and_keras_layouts_into_a_loadable_file(tmp_path):
+    converter = load_converter()
+    shapes = conv_shapes()
+    rng = np.random.default_rng(8)
+    first = rng.normal(size=(64, 3, 3, 3)).astype(np.float32)  # torchvision: (out, in, h, w)
+    state = {}
+    for name, index in zip(converter.conv_names(), converter.TORCHVISION_CONV_INDICES, strict=True):
+        kernel_shape, bias_shape = shapes[name]
+        h, w, i, o = kernel_shape
+        state[f"features.{index}.weight"] = np.zeros((o, i, h, w), np.float32)
+        state[f"features.{index}.bias"] = np.full(bias_shape, index, np.float32)
+    state["features.0.weight"] = first
+    arrays = converter.from_torchvision(state)
+    converter.check_shapes(arrays)
+    np.testing.assert_array_equal(arrays["conv1_1/kernel"][1, 2, 0, 5], first[5, 0, 1, 2])
+    path = tmp_path / "vgg19.npz"
+    np.savez(path, **arrays)
+    weights = load_vgg_weights(path, ("relu5_4",))
+    assert len(weights.params) == 16
+    np.testing.assert_array_equal(weights.params["conv5_4"]["bias"], 34.0)
+    np.testing.assert_allclose(weights.input_std, 255.0 * np.array([0.229, 0.224, 0.225]))
+
+    keras_layers = {
+        f"block{name[4]}_conv{name[6]}": (np.zeros(shapes[name][0]), np.zeros(shapes[name][1]))
+        for name in converter.conv_names()
+    }
+    bgr_kernel = rng.normal(size=(3, 3, 3, 64))
+    keras_layers["block1_conv1"] = (bgr_kernel, np.zeros(64))
+    keras_arrays = converter.from_keras(keras_layers)
+    converter.check_shapes(keras_arrays)
+    # RGB channel 0 (red) takes the weights the BGR kernel gave its channel 2 (red)
+    np.testing.assert_allclose(keras_arrays["conv1_1/kernel"][:, :, 0], bgr_kernel[:, :, 2])
