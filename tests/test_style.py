@@ -230,7 +230,7 @@ def tiny_style_overrides(content_dir: Path, style_path: Path) -> list[str]:
         "task.content_layers=relu1_1",
         "task.style_layers=relu1_1",
         "optimizer.preprocessing=log_sign",
-        "meta.iterations=30",
+        "meta.iterations=20",
         "meta.num_problems=2",
         "meta.num_steps=16",
         "meta.unroll=8",
