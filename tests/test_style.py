@@ -297,6 +297,8 @@ def test_stylize_and_compare_commands_on_the_tiny_run(tiny_run, tmp_path):
     curves = json.loads((compare_out / "curves.json").read_text())
     assert set(curves["optimizers"]) == {"LSTM (run)", "adam"}
     assert len(curves["optimizers"]["adam"]["final_losses"]) == 4
+    summary = (compare_out / "summary.md").read_text()
+    assert f"VGG-19 weights: {RANDOM_WEIGHTS_LABEL}" in summary
 
 
 def load_converter():

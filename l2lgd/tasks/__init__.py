@@ -22,7 +22,13 @@ from l2lgd.tasks.cnn import CNNTask
 from l2lgd.tasks.mlp import MLPTask
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
 from l2lgd.tasks.style import ContentPool, StyleProblem, StyleTransferTask
-from l2lgd.tasks.vgg import VGGWeights, check_layer_names, load_vgg_weights, random_vgg_weights
+from l2lgd.tasks.vgg import (
+    RANDOM_WEIGHTS_LABEL,
+    VGGWeights,
+    check_layer_names,
+    load_vgg_weights,
+    random_vgg_weights,
+)
 
 __all__ = [
     "CNNTask",
@@ -35,6 +41,7 @@ __all__ = [
     "Task",
     "make_task",
     "sample_batch",
+    "task_description",
 ]
 
 
@@ -95,6 +102,23 @@ def style_task_cached(config: TaskConfig) -> StyleTransferTask:
         style_weight=config.style_weight,
         tv_weight=config.tv_weight,
         pooling=config.vgg_pooling,
+    )
+
+
+def task_description(config: TaskConfig) -> str:
+    """One line on what a result depends on beyond the config's name, for result tables: for
+    the style task, the images and which VGG-19 weights (a file, or random); "" for others."""
+    if config.name != "style":
+        return ""
+    content = (
+        f"the first {config.num_content_images} CIFAR-10 {config.content_split} images"
+        if config.content_source == "cifar10"
+        else f"the images of {config.content_dir}"
+    )
+    weights = config.vgg_weights or RANDOM_WEIGHTS_LABEL
+    return (
+        f"{config.image_size}x{config.image_size} images, content: {content}, style: "
+        f"{config.style_image}; VGG-19 weights: {weights}"
     )
 
 

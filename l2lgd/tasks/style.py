@@ -149,10 +149,6 @@ class StyleTransferTask:
         style = StyleTarget(np.asarray(style_image), grams, style_description)
         return cls(content, style, vgg, **settings)
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.content.images.shape[1:])
-
     def features(self, image: jax.Array, layers: tuple[str, ...]) -> dict[str, jax.Array]:
         """VGG features of one image (H, W, 3), without a batch axis."""
         batched = self.vgg.features(image[None], layers, self.pooling)
