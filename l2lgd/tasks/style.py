@@ -14,8 +14,8 @@ where c is the content image, s the style image and G the Gram matrix of a layer
 
 Warning:
   The paper does not give its weights or normalization. Here each term is relative (content
-  and style are 1 when the features or Grams are as far from their targets as zero is), so the
-  loss starts O(1) at any image size and with any VGG weights: the learned optimizer sees the
+  and style are 1 when the features or Grams are as far from their targets as zero is), so each
+  term starts O(1) at any image size and with any VGG weights: the learned optimizer sees the
   same scale at 64x64 and at 128x128 without output scaling. The content term is 0 at the start.
 
 References:

@@ -5,7 +5,8 @@ The network is the convolutional part of VGG-19 (Simonyan and Zisserman, 2015): 
 block followed by 2x2 pooling. Layers are named as in the style-transfer literature: `conv3_1`
 is the first convolution of block 3 (before its ReLU), `relu3_1` the same after the ReLU,
 `pool3` the pooling after block 3. `VGG19` computes only up to the deepest layer asked for, which
-matters on a CPU: the whole network costs about 20x more than the layers up to `relu2_1`.
+matters on a CPU: the whole network takes about 7x the multiply-adds of the layers up to
+`relu2_1`, and 3.5x those up to `relu3_1`.
 
 Pooling is average pooling by default, as Gatys et al. recommend for image synthesis (smoother
 gradients than max-pooling); `pooling="max"` gives the network as it was trained.
