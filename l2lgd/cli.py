@@ -429,6 +429,64 @@ def trace_command(
     typer.echo(f"results: {out}/ (traces.json, {figure.name})")
 
 
+@app.command("stylize")
+@_user_errors
+def stylize_command(
+    optimizer: Annotated[
+        list[str],
+        typer.Option(
+            help="An optimizer whose styled images to show (repeatable): a run folder, a weights "
+            "file, a pretrained name, or a baseline as NAME:LR."
+        ),
+    ],
+    config: ConfigOption = None,
+    count: Annotated[int, typer.Option(help="How many test content images (rows).")] = 3,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/stylize"),
+    test_seed: TestSeedOption = None,
+    data_dir: DataDirOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Neural Art: content | style | each optimizer's styled image after eval.num_steps steps, on
+    test content images (the paper's Figure 9)."""
+
+    from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
+    from l2lgd.optimizers.learned import learned_optimizer
+    from l2lgd.seeds import TEST_STREAM, stream_key
+    from l2lgd.sources import load_learned
+    from l2lgd.stylize import stylize, write_stylized
+    from l2lgd.tasks import make_task
+
+    if count < 1:
+        raise L2LError(f"--count must be at least 1, got {count}")
+    learned_specs = [spec for spec in optimizer if spec.partition(":")[0] not in BASELINE_NAMES]
+    first_learned = learned_specs[0] if learned_specs else None
+    resolved = _evaluation_config(first_learned, "style", config, set_, test_seed, data_dir)
+    if resolved.task.name != "style":
+        raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
+    task = make_task(resolved.task)
+    transformations = {}
+    for spec in optimizer:
+        if spec.partition(":")[0] in BASELINE_NAMES:
+            name, learning_rate = parse_baseline_spec(spec)
+            transformations[f"{name} (lr {learning_rate:g})"] = baseline(name, learning_rate)
+        else:
+            learned = load_learned(spec)
+            transformations[learned.label] = learned_optimizer(
+                learned.weights, learned.config, batched=True
+            )
+    key = stream_key(resolved.eval.seed, TEST_STREAM)
+    contents, images, losses = stylize(task, transformations, key, count, resolved.eval.num_steps)
+    size = resolved.task.image_size
+    title = (
+        f"{size}x{size}, style {resolved.task.style_image}, {resolved.eval.num_steps} steps, "
+        f"test seed {resolved.eval.seed}; {task.vgg.source}"
+    )
+    figure = write_stylized(out, task, contents, images, losses, title)
+    for label, values in losses.items():
+        typer.echo(f"{label}: final loss {values.mean():.4g} (mean of {count})")
+    typer.echo(f"results: {out}/ ({figure.name}, stylized.json)")
+
+
 @app.command("plot")
 @_user_errors
 def plot_command(

@@ -27,7 +27,7 @@ from l2lgd.optimizers.baselines import check_baseline_name
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, TUNING_STREAM, stream_key
 from l2lgd.sources import LearnedOptimizer
-from l2lgd.tasks import Task, make_task
+from l2lgd.tasks import Task, make_task, task_description
 
 SUMMARY_FILE = "summary.md"
 TUNING_FILE = "tuning.json"
@@ -117,6 +117,8 @@ def write_comparison(
         f"# {config.task.name}: {config.eval.num_problems} held-out problems "
         f"(test seed {config.eval.seed}), {config.eval.num_steps} steps\n\n"
     )
+    if description := task_description(config.task):
+        header += description + "\n\n"
     (out_dir / SUMMARY_FILE).write_text(header + summary_table(summaries, config.eval.num_steps))
 
 

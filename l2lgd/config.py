@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 
 from l2lgd.errors import ConfigError
 
-TASK_NAMES = ("quadratic", "mnist", "cifar10")
+TASK_NAMES = ("quadratic", "mnist", "cifar10", "style")
 QUADRATIC_VARIANTS = ("paper", "deepmind")
 ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
@@ -31,6 +32,9 @@ NTM_UPDATE_SOURCES = ("read", "controller")
 NTM_WRITE_ACTIVATIONS = ("tanh", "none")
 META_OBJECTIVES = ("sum", "log_sum")
 REMAT_POLICIES = ("none", "steps", "sqrt")
+CONTENT_SOURCES = ("cifar10", "folder")
+CONTENT_SPLITS = ("train", "test")
+VGG_POOLINGS = ("avg", "max")
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,13 @@ class TaskConfig:
     `variant` and `dim` apply to quadratics; `hidden_sizes` and `activation` to the MNIST MLP;
     `conv_channels` and `fc_size` to the CIFAR-10 CNN; `batch_size`, `classes` (a subset of the
     labels, renumbered in the given order; empty: all) and the data fields to both image tasks;
-    `init_std` (initial weights ~ N(0, init_std^2)) to all.
+    `init_std` (initial weights ~ N(0, init_std^2)) to all but style.
+
+    The style task (Neural Art, `l2lgd.tasks.style`) uses the fields from `image_size` on:
+    content images from `content_source` ("cifar10": the first `num_content_images` of CIFAR-10's
+    `content_split`, upsampled; "folder": the image files in `content_dir`), the `style_image`
+    (a path or PACKAGE:FILE, see `l2lgd.data.images`), VGG-19 weights from the `.npz` file
+    `vgg_weights` (empty: fixed random weights), the VGG layers and the weights of the terms.
     """
 
     name: str = "quadratic"
@@ -56,6 +66,19 @@ class TaskConfig:
     data_source: str = "files"
     data_dir: str = ""
     download: bool = False
+    image_size: int = 64
+    content_source: str = "cifar10"
+    content_split: str = "train"
+    content_dir: str = ""
+    num_content_images: int = 1800
+    style_image: str = "skimage:ihc.png"
+    vgg_weights: str = ""
+    vgg_pooling: str = "avg"
+    content_layers: tuple[str, ...] = ("relu2_2",)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1")
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 1.0
 
     def validate(self) -> None:
         _check_choice("task.name", self.name, TASK_NAMES)
@@ -76,6 +99,13 @@ class TaskConfig:
         for label in self.classes:
             _check_range("task.classes[]", label, low=0)
         _check_choice("task.data_source", self.data_source, DATA_SOURCES)
+        _check_range("task.image_size", self.image_size, low=4)
+        _check_choice("task.content_source", self.content_source, CONTENT_SOURCES)
+        _check_choice("task.content_split", self.content_split, CONTENT_SPLITS)
+        _check_range("task.num_content_images", self.num_content_images, low=1)
+        _check_choice("task.vgg_pooling", self.vgg_pooling, VGG_POOLINGS)
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _check_range(f"task.{name}", getattr(self, name), low=0.0)
 
 
 @dataclass(frozen=True)
@@ -308,18 +338,27 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"config section {full_name} must be a mapping")
             values[name] = _build(type(default), value, prefix=full_name + ".")
         else:
-            values[name] = _coerce(full_name, value, type(fields[name].default))
+            item_type = _tuple_item_type(cls, name)
+            values[name] = _coerce(full_name, value, type(fields[name].default), item_type)
     return cls(**values)
+
+
+def _tuple_item_type(cls: type, name: str) -> type:
+    """The item type of a `tuple[T, ...]` field (int for any other field; unused there)."""
+    arguments = typing.get_args(typing.get_type_hints(cls).get(name))
+    return arguments[0] if arguments else int
 
 
 def _has_factory(f: dataclasses.Field) -> bool:
     return f.default_factory is not dataclasses.MISSING
 
 
-def _coerce(name: str, value: Any, expected: type) -> Any:
+def _coerce(name: str, value: Any, expected: type, item_type: type = int) -> Any:
     if expected is tuple:
+        if isinstance(value, str) and item_type is str:
+            value = [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, (list, tuple)):
-            return tuple(_coerce(f"{name}[]", item, int) for item in value)
+            return tuple(_coerce(f"{name}[]", item, item_type) for item in value)
     elif expected is bool:
         if isinstance(value, bool):
             return value

@@ -76,7 +76,7 @@ def test_installed_entry_point_help_and_one_line_error(tmp_path):
     )
     assert error_run.returncode == 2
     assert error_run.stderr.strip().splitlines() == [
-        "error: task.name must be one of quadratic, mnist, cifar10; got 'imagenet'"
+        "error: task.name must be one of quadratic, mnist, cifar10, style; got 'imagenet'"
     ]
     assert not (tmp_path / "run").exists()
 

@@ -15,20 +15,33 @@ from jax.sharding import Mesh
 
 from l2lgd.config import TASK_NAMES, TaskConfig
 from l2lgd.data import ImageDataset, load_cifar10, load_mnist, resolve_data_dir, subset_classes
+from l2lgd.data.images import load_content_images, load_style_image
 from l2lgd.errors import ConfigError
 from l2lgd.sharding import shard_problems
 from l2lgd.tasks.cnn import CNNTask
 from l2lgd.tasks.mlp import MLPTask
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
+from l2lgd.tasks.style import ContentPool, StyleProblem, StyleTransferTask
+from l2lgd.tasks.vgg import (
+    RANDOM_WEIGHTS_LABEL,
+    VGGWeights,
+    check_layer_names,
+    load_vgg_weights,
+    random_vgg_weights,
+)
 
 __all__ = [
     "CNNTask",
     "MLPTask",
     "QuadraticProblem",
     "QuadraticTask",
+    "StyleProblem",
+    "StyleTransferTask",
+    "VGGWeights",
     "Task",
     "make_task",
     "sample_batch",
+    "task_description",
 ]
 
 
@@ -62,7 +75,64 @@ def make_task(config: TaskConfig) -> Task:
             batch_size=config.batch_size,
             init_std=config.init_std,
         )
+    if config.name == "style":
+        return style_task_cached(config)
     raise ConfigError(f"unknown task {config.name!r}; valid: {', '.join(TASK_NAMES)}")
+
+
+@functools.lru_cache(maxsize=4)
+def style_task_cached(config: TaskConfig) -> StyleTransferTask:
+    """The Neural Art task of a config, built once per process (images read, VGG weights loaded,
+    style Grams computed), so that equal configs give the same (jit-cache-sharing) task."""
+    check_layer_names(config.content_layers, "task.content_layers")
+    check_layer_names(config.style_layers, "task.style_layers")
+    layers = config.content_layers + config.style_layers
+    if config.vgg_weights:
+        vgg = load_vgg_weights(config.vgg_weights, layers)
+    else:
+        vgg = random_vgg_weights(layers)
+    return StyleTransferTask.create(
+        _content_pool(config),
+        load_style_image(config.style_image, config.image_size),
+        vgg,
+        style_description=config.style_image,
+        content_layers=config.content_layers,
+        style_layers=config.style_layers,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        tv_weight=config.tv_weight,
+        pooling=config.vgg_pooling,
+    )
+
+
+def task_description(config: TaskConfig) -> str:
+    """One line on what a result depends on beyond the config's name, for result tables: for
+    the style task, the images and which VGG-19 weights (a file, or random); "" for others."""
+    if config.name != "style":
+        return ""
+    content = (
+        f"the first {config.num_content_images} CIFAR-10 {config.content_split} images"
+        if config.content_source == "cifar10"
+        else f"the images of {config.content_dir}"
+    )
+    weights = config.vgg_weights or RANDOM_WEIGHTS_LABEL
+    return (
+        f"{config.image_size}x{config.image_size} images, content: {content}, style: "
+        f"{config.style_image}; VGG-19 weights: {weights}"
+    )
+
+
+def _content_pool(config: TaskConfig) -> ContentPool:
+    size, count = config.image_size, config.num_content_images
+    if config.content_source == "folder":
+        images = load_content_images("folder", size, count, folder=config.content_dir)
+        return ContentPool(images, f"{count} images of {config.content_dir}, {size}x{size}")
+    cifar = load_dataset_cached("cifar10", *_data_location(config), ())
+    split = getattr(cifar, f"{config.content_split}_images")
+    images = load_content_images("cifar10", size, count, cifar_images=split)
+    return ContentPool(
+        images, f"the first {count} CIFAR-10 {config.content_split} images, upsampled to {size}"
+    )
 
 
 def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:

@@ -1,0 +1,99 @@
+"""Styled images (the paper's Figure 9): content, style and what each optimizer made of them.
+
+Every optimizer starts from the same content images (problems drawn from one key), runs the
+same number of steps, and its final images are shown side by side with the content and style.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from l2lgd.rollout import optimize_sampled_problems
+from l2lgd.tasks import StyleTransferTask, sample_batch
+
+FIGURE_FILE = "stylized.png"
+RESULTS_FILE = "stylized.json"
+
+
+def stylize(
+    task: StyleTransferTask,
+    optimizers: dict[str, optax.GradientTransformation],
+    key: jax.Array,
+    num_problems: int,
+    num_steps: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Runs every optimizer for `num_steps` steps on the same `num_problems` content images.
+
+    Args:
+      task: the Neural Art task.
+      optimizers: label -> transformation; a learned one built with `batched=True` treats each
+        problem of the batch alone.
+      key: the problems (content images), as in `l2lgd.rollout.optimize_sampled_problems`.
+      num_problems: how many content images.
+      num_steps: optimizer steps.
+
+    Returns:
+      The content images (n, S, S, 3), each optimizer's final images (n, S, S, 3), and each
+      optimizer's final losses (n,).
+    """
+    params, _ = sample_batch(task, jax.random.split(key)[0], num_problems)  # as the rollouts do
+    contents, images, losses = np.asarray(params), {}, {}
+    for label, optimizer in optimizers.items():
+        run = jax.jit(
+            lambda key, optimizer=optimizer: optimize_sampled_problems(
+                task, optimizer, key, num_problems, num_steps
+            )
+        )
+        state, curves = run(key)
+        images[label], losses[label] = np.asarray(state.params), np.asarray(curves[-1])
+    return contents, images, losses
+
+
+def write_stylized(
+    out_dir: Path,
+    task: StyleTransferTask,
+    contents: np.ndarray,
+    images: dict[str, np.ndarray],
+    losses: dict[str, np.ndarray],
+    title: str,
+) -> Path:
+    """Writes the figure (one row per content image: content | style | each result) and the
+    final losses as JSON; returns the figure's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["content", "style", *images]
+    rows = len(contents)
+    figure, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns), 2.3 * rows + 0.6))
+    axes = np.asarray(axes).reshape(rows, len(columns))
+    style = task.style.image
+    for row in range(rows):
+        panels = [contents[row], style, *(images[label][row] for label in images)]
+        for column, (name, panel) in enumerate(zip(columns, panels, strict=True)):
+            axis = axes[row, column]
+            axis.imshow(np.clip(panel, 0.0, 1.0) if panel.dtype != np.uint8 else panel)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if name in losses:
+                axis.set_title(f"{name}\nloss {losses[name][row]:.3g}", fontsize=7)
+            elif row == 0:
+                axis.set_title(name, fontsize=8)
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    path = out_dir / FIGURE_FILE
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+    record = {
+        "title": title,
+        "final_losses": {label: values.tolist() for label, values in losses.items()},
+    }
+    (out_dir / RESULTS_FILE).write_text(json.dumps(record, indent=1))
+    return path
