@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l2lgd.errors import ConfigError, DataError
-from l2lgd.tasks.cnn import MatmulConv
+from l2lgd.tasks.cnn import MatmulConv, max_pool_2x2
 
 VGG19_BLOCK_DEPTHS = (2, 2, 4, 4, 4)
 """Convolutions per block."""
@@ -103,14 +103,6 @@ def avg_pool_2x2(images: jax.Array) -> jax.Array:
     images = images[:, : height // 2 * 2, : width // 2 * 2]
     blocks = images.reshape(batch, height // 2, 2, width // 2, 2, channels)
     return blocks.mean(axis=(2, 4))
-
-
-def max_pool_2x2(images: jax.Array) -> jax.Array:
-    """2x2 max-pooling with stride 2 (VALID), as VGG was trained with."""
-    batch, height, width, channels = images.shape
-    images = images[:, : height // 2 * 2, : width // 2 * 2]
-    blocks = images.reshape(batch, height // 2, 2, width // 2, 2, channels)
-    return blocks.max(axis=(2, 4))
 
 
 class VGG19(nn.Module):
