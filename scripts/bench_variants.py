@@ -12,12 +12,11 @@ meta-iteration (arguments + outputs + temporaries). Writes a JSON file.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import jax
+from benchmark import write_result
 from memory import MIB, peak_bytes
 
 from l2lgd.config import load_config
@@ -76,10 +75,7 @@ def main() -> None:
             f"(x{result[name]['time_ratio_to_first']:.2f}), peak {run['peak_bytes'] / MIB:.1f} "
             f"MiB (x{result[name]['memory_ratio_to_first']:.2f})"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written: {out}")
+    print(f"written: {write_result(result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,14 @@ def _summary(times: list[float], work: int, compile_s: float, **extra) -> dict:
     }
 
 
+def write_result(result: dict, path: str) -> Path:
+    """Writes a benchmark's result as indented JSON at `path` (making its folder) and returns it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -256,9 +264,7 @@ def main() -> None:
         )
     peak, meta = result["matmul_peak"]["flops"], result["meta_training"]
     meta["percent_of_matmul_peak"] = 100 * meta["matmul_flops_per_s"] / peak
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = write_result(result, args.out)
     for name in ("meta_training", "evaluation", "plain_reference_meta_training"):
         if name not in result:
             continue

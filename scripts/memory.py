@@ -16,10 +16,9 @@ import dataclasses
 import json
 import statistics
 import time
-from pathlib import Path
 
 import jax
-from benchmark import timed_repeats
+from benchmark import timed_repeats, write_result
 
 from l2lgd.config import REMAT_POLICIES, load_config
 from l2lgd.meta.unroll import meta_loss
@@ -105,8 +104,6 @@ def main() -> None:
         for policy in args.policies:
             rows.append(measure(config, unroll, policy, args.repeats))
             print(json.dumps({k: rows[-1][k] for k in ("unroll", "remat", "peak_bytes")}))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "config": args.config,
         "overrides": args.set,
@@ -114,7 +111,7 @@ def main() -> None:
         "jax": jax.__version__,
         "rows": rows,
     }
-    out.write_text(json.dumps(result, indent=1))
+    out = write_result(result, args.out)
     print(markdown_table(rows, args.policies, args.unrolls))
     print(f"written: {out}")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -31,7 +30,12 @@ from l2lgd.rollout import OptimizeeState, rollout
 from l2lgd.tasks import make_task, sample_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import matmul_flops, matmul_peak_flops, timed_repeats  # noqa: E402
+from benchmark import (  # noqa: E402
+    matmul_flops,
+    matmul_peak_flops,
+    timed_repeats,
+    write_result,
+)
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -156,10 +160,7 @@ def main() -> None:
         with jax.profiler.trace(args.trace):
             run()
         print(f"trace: {args.trace}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written: {out}")
+    print(f"written: {write_result(result, args.out)}")
 
 
 if __name__ == "__main__":
