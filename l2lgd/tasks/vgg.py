@@ -79,11 +79,16 @@ def check_layer_names(layers: tuple[str, ...], what: str) -> None:
         )
 
 
-def convolutions_needed(layers: tuple[str, ...]) -> tuple[str, ...]:
-    """The convolutions `VGG19` runs to reach every layer in `layers` (network order)."""
+def layers_needed(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """Every layer `VGG19` computes to reach all of `layers`: network order up to the deepest."""
     order = vgg19_layer_names()
     deepest = max(order.index(layer) for layer in layers)
-    return tuple(name for name in order[: deepest + 1] if name.startswith("conv"))
+    return order[: deepest + 1]
+
+
+def convolutions_needed(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The convolutions `VGG19` runs to reach every layer in `layers` (network order)."""
+    return tuple(name for name in layers_needed(layers) if name.startswith("conv"))
 
 
 def conv_shapes(widths: tuple[int, ...] = VGG19_WIDTHS) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -126,24 +131,18 @@ class VGG19(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
         """Features of `images` (batch, H, W, 3), already normalized (see `normalize_pixels`)."""
-        wanted, found = set(self.outputs), {}
+        shapes = conv_shapes(self.widths)
         pool = avg_pool_2x2 if self.pooling == "avg" else max_pool_2x2
-        hidden = images
-        for block, (depth, width) in enumerate(
-            zip(VGG19_BLOCK_DEPTHS, self.widths, strict=True), start=1
-        ):
-            for index in range(1, depth + 1):
-                conv = MatmulConv(width, (3, 3), nn.initializers.zeros, name=f"conv{block}_{index}")
-                hidden = conv(hidden)
-                found[f"conv{block}_{index}"] = hidden
+        found, hidden = {}, images
+        for name in layers_needed(self.outputs):
+            if name.startswith("conv"):
+                (_, _, _, width), _ = shapes[name]
+                hidden = MatmulConv(width, (3, 3), nn.initializers.zeros, name=name)(hidden)
+            elif name.startswith("relu"):
                 hidden = jax.nn.relu(hidden)
-                found[f"relu{block}_{index}"] = hidden
-                if wanted <= found.keys():
-                    return {name: found[name] for name in self.outputs}
-            hidden = pool(hidden)
-            found[f"pool{block}"] = hidden
-            if wanted <= found.keys():
-                return {name: found[name] for name in self.outputs}
+            else:
+                hidden = pool(hidden)
+            found[name] = hidden
         return {name: found[name] for name in self.outputs}
 
 
