@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from l2lgd.config import CONTENT_SOURCES
 from l2lgd.errors import DataError
 
-CONTENT_SOURCES = ("cifar10", "folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 PACKAGE_IMAGE_FOLDERS = {

@@ -95,7 +95,6 @@ def style_task_cached(config: TaskConfig) -> StyleTransferTask:
         _content_pool(config),
         load_style_image(config.style_image, config.image_size),
         vgg,
-        style_description=config.style_image,
         content_layers=config.content_layers,
         style_layers=config.style_layers,
         content_weight=config.content_weight,
@@ -125,14 +124,10 @@ def task_description(config: TaskConfig) -> str:
 def _content_pool(config: TaskConfig) -> ContentPool:
     size, count = config.image_size, config.num_content_images
     if config.content_source == "folder":
-        images = load_content_images("folder", size, count, folder=config.content_dir)
-        return ContentPool(images, f"{count} images of {config.content_dir}, {size}x{size}")
+        return ContentPool(load_content_images("folder", size, count, folder=config.content_dir))
     cifar = load_dataset_cached("cifar10", *_data_location(config), ())
     split = getattr(cifar, f"{config.content_split}_images")
-    images = load_content_images("cifar10", size, count, cifar_images=split)
-    return ContentPool(
-        images, f"the first {count} CIFAR-10 {config.content_split} images, upsampled to {size}"
-    )
+    return ContentPool(load_content_images("cifar10", size, count, cifar_images=split))
 
 
 def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:

@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from l2lgd.config import VGG_POOLINGS
 from l2lgd.errors import ConfigError
-from l2lgd.tasks.vgg import POOLINGS, VGGWeights, check_layer_names
+from l2lgd.tasks.vgg import VGGWeights, check_layer_names
 
 EPSILON = 1e-8
 """Keeps the relative terms finite where a target is all zeros (e.g. a dead ReLU layer)."""
@@ -86,7 +87,6 @@ class StyleTarget:
 
     image: np.ndarray
     grams: dict[str, np.ndarray]
-    description: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +94,6 @@ class ContentPool:
     """The content images problems are drawn from: uint8 (N, S, S, 3); hashes by identity."""
 
     images: np.ndarray
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,19 +133,19 @@ class StyleTransferTask:
         content: ContentPool,
         style_image: np.ndarray,
         vgg: VGGWeights,
-        style_description: str = "",
         **settings: object,
     ) -> StyleTransferTask:
         """A task whose style target is `style_image` (uint8 (S, S, 3), the content size)."""
         style_layers = settings.get("style_layers", cls.style_layers)
         check_layer_names(settings.get("content_layers", cls.content_layers), "content layers")
         check_layer_names(style_layers, "style layers")
-        if settings.get("pooling", cls.pooling) not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}")
+        pooling = settings.get("pooling", cls.pooling)
+        if pooling not in VGG_POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(VGG_POOLINGS)}")
         pixels = jnp.asarray(style_image, jnp.float32)[None] / 255.0
-        features = vgg.features(pixels, style_layers, settings.get("pooling", cls.pooling))
+        features = vgg.features(pixels, style_layers, pooling)
         grams = {name: np.asarray(gram_matrix(value[0])) for name, value in features.items()}
-        style = StyleTarget(np.asarray(style_image), grams, style_description)
+        style = StyleTarget(np.asarray(style_image), grams)
         return cls(content, style, vgg, **settings)
 
     def features(self, image: jax.Array, layers: tuple[str, ...]) -> dict[str, jax.Array]:

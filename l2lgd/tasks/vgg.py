@@ -48,8 +48,6 @@ VGG19_BLOCK_DEPTHS = (2, 2, 4, 4, 4)
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
 """Output channels of every convolution of each block."""
 
-POOLINGS = ("avg", "max")
-
 CAFFE_RGB_MEAN = (123.68, 116.779, 103.939)
 """The ImageNet mean pixel (RGB, 0-255) that the original Caffe VGG weights subtract."""
 
