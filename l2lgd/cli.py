@@ -361,6 +361,38 @@ def sweep_command(
     )
 
 
+def _is_baseline_spec(spec: str) -> bool:
+    """A baseline given as NAME:LR (else a learned optimizer's run folder, file or name)."""
+    from l2lgd.optimizers.baselines import BASELINE_NAMES
+
+    return spec.partition(":")[0] in BASELINE_NAMES
+
+
+def _first_learned_spec(specs: list[str]) -> str | None:
+    """The first learned optimizer among `specs`, whose training config is the default."""
+    return next((spec for spec in specs if not _is_baseline_spec(spec)), None)
+
+
+def _labelled_optimizers(specs: list[str], batched: bool) -> dict[str, Any]:
+    """Each spec's optax transformation under its result label: a baseline NAME:LR at that
+    rate, or a learned optimizer (`batched`: over a batch of problems, see `learned_optimizer`)."""
+    from l2lgd.optimizers.baselines import baseline, parse_baseline_spec
+    from l2lgd.optimizers.learned import learned_optimizer
+    from l2lgd.sources import load_learned
+
+    transformations = {}
+    for spec in specs:
+        if _is_baseline_spec(spec):
+            name, learning_rate = parse_baseline_spec(spec)
+            transformations[f"{name} (lr {learning_rate:g})"] = baseline(name, learning_rate)
+        else:
+            learned = load_learned(spec)
+            transformations[learned.label] = learned_optimizer(
+                learned.weights, learned.config, batched
+            )
+    return transformations
+
+
 @app.command("trace")
 @_user_errors
 def trace_command(
@@ -388,15 +420,11 @@ def trace_command(
     problem at every step (the paper's Figures 10-13); eval.num_steps steps."""
     import jax
 
-    from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
-    from l2lgd.optimizers.learned import learned_optimizer
     from l2lgd.seeds import TEST_STREAM, stream_key
-    from l2lgd.sources import load_learned
     from l2lgd.tasks import make_task
     from l2lgd.traces import chosen_coordinates, plot_update_traces, update_traces
 
-    learned_specs = [spec for spec in optimizer if spec.partition(":")[0] not in BASELINE_NAMES]
-    first_learned = learned_specs[0] if learned_specs else None
+    first_learned = _first_learned_spec(optimizer)
     resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
     problem_task = make_task(resolved.task)
     key = stream_key(resolved.eval.seed, TEST_STREAM)
@@ -404,18 +432,10 @@ def trace_command(
         chosen = chosen_coordinates(problem_task, coordinates, jax.random.fold_in(key, 1))
     except ValueError as error:
         raise L2LError(str(error)) from None
-    traces = {}
-    for spec in optimizer:
-        if spec.partition(":")[0] in BASELINE_NAMES:
-            name, learning_rate = parse_baseline_spec(spec)
-            label, transformation = f"{name} (lr {learning_rate:g})", baseline(name, learning_rate)
-        else:
-            learned = load_learned(spec)
-            label = learned.label
-            transformation = learned_optimizer(learned.weights, learned.config)
-        traces[label] = update_traces(
-            problem_task, transformation, key, resolved.eval.num_steps, chosen
-        )
+    traces = {
+        label: update_traces(problem_task, transformation, key, resolved.eval.num_steps, chosen)
+        for label, transformation in _labelled_optimizers(optimizer, batched=False).items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "task": resolved.task.name,
@@ -448,32 +468,18 @@ def stylize_command(
 ) -> None:
     """Neural Art: content | style | each optimizer's styled image after eval.num_steps steps, on
     test content images (the paper's Figure 9)."""
-
-    from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
-    from l2lgd.optimizers.learned import learned_optimizer
     from l2lgd.seeds import TEST_STREAM, stream_key
-    from l2lgd.sources import load_learned
     from l2lgd.stylize import stylize, write_stylized
     from l2lgd.tasks import make_task
 
     if count < 1:
         raise L2LError(f"--count must be at least 1, got {count}")
-    learned_specs = [spec for spec in optimizer if spec.partition(":")[0] not in BASELINE_NAMES]
-    first_learned = learned_specs[0] if learned_specs else None
+    first_learned = _first_learned_spec(optimizer)
     resolved = _evaluation_config(first_learned, "style", config, set_, test_seed, data_dir)
     if resolved.task.name != "style":
         raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
     task = make_task(resolved.task)
-    transformations = {}
-    for spec in optimizer:
-        if spec.partition(":")[0] in BASELINE_NAMES:
-            name, learning_rate = parse_baseline_spec(spec)
-            transformations[f"{name} (lr {learning_rate:g})"] = baseline(name, learning_rate)
-        else:
-            learned = load_learned(spec)
-            transformations[learned.label] = learned_optimizer(
-                learned.weights, learned.config, batched=True
-            )
+    transformations = _labelled_optimizers(optimizer, batched=True)
     key = stream_key(resolved.eval.seed, TEST_STREAM)
     contents, images, losses = stylize(task, transformations, key, count, resolved.eval.num_steps)
     size = resolved.task.image_size
@@ -607,7 +613,7 @@ def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> 
     """Evaluates one optimizer on the test problems and writes curves, table and figure."""
     from l2lgd.compare import write_comparison
     from l2lgd.evaluate import evaluate_baseline, evaluate_learned
-    from l2lgd.optimizers.baselines import BASELINE_NAMES, parse_baseline_spec
+    from l2lgd.optimizers.baselines import parse_baseline_spec
     from l2lgd.plot import plot_curves
     from l2lgd.seeds import TEST_STREAM, stream_key
     from l2lgd.sources import load_learned
@@ -616,7 +622,7 @@ def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> 
     task = make_task(config.task)
     key = stream_key(config.eval.seed, TEST_STREAM)
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
-    if optimizer_spec.partition(":")[0] in BASELINE_NAMES:
+    if _is_baseline_spec(optimizer_spec):
         name, learning_rate = parse_baseline_spec(optimizer_spec)
         summary = evaluate_baseline(
             task, name, learning_rate, key, num_problems, num_steps, config.eval.test_metrics
