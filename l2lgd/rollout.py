@@ -132,10 +132,19 @@ def optimize_sampled_problems(
     The problems, initial parameters and minibatches depend on `key` only, so two optimizers
     given the same key meet the same problems from the same starting points.
     """
-    problem_key, run_key = jax.random.split(key)
-    params, problems = sample_batch(task, problem_key, num_problems, mesh)
+    params, problems, run_key = sampled_start(task, key, num_problems, mesh)
     state = init_optimizee_state(optimizer, params)
     return rollout(task, optimizer, state, problems, run_key, num_steps)
+
+
+def sampled_start(
+    task: Task, key: jax.Array, num_problems: int, mesh: Mesh | None = None
+) -> tuple[Any, Any, jax.Array]:
+    """The initial parameters and problems `optimize_sampled_problems` draws from `key`, and the
+    key of its run (the minibatches): what a figure needs to start where a comparison did."""
+    problem_key, run_key = jax.random.split(key)
+    params, problems = sample_batch(task, problem_key, num_problems, mesh)
+    return params, problems, run_key
 
 
 def final_mean_loss(curves: jax.Array) -> float:

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import optax
 
-from l2lgd.rollout import optimize_sampled_problems
-from l2lgd.tasks import StyleTransferTask, sample_batch
+from l2lgd.rollout import optimize_sampled_problems, sampled_start
+from l2lgd.tasks import StyleTransferTask
 
 FIGURE_FILE = "stylized.png"
 RESULTS_FILE = "stylized.json"
@@ -41,7 +41,7 @@ def stylize(
       The content images (n, S, S, 3), each optimizer's final images (n, S, S, 3), and each
       optimizer's final losses (n,).
     """
-    params, _ = sample_batch(task, jax.random.split(key)[0], num_problems)  # as the rollouts do
+    params, _, _ = sampled_start(task, key, num_problems)
     contents, images, losses = np.asarray(params), {}, {}
     for label, optimizer in optimizers.items():
         run = jax.jit(

@@ -14,6 +14,7 @@ from typing import Any
 
 from l2lgd.compare import compare
 from l2lgd.config import Config, config_from_dict
+from l2lgd.evaluate import CURVES_FILE
 from l2lgd.sources import LearnedOptimizer
 
 SWEEP_FILE = "sweep.json"
@@ -70,7 +71,7 @@ def _comparison(
 ) -> dict[str, Any]:
     """The `optimizers` table of out_dir/curves.json, computed unless it exists for `config`
     and the same optimizers."""
-    path = out_dir / "curves.json"
+    path = out_dir / CURVES_FILE
     if path.is_file():
         document = json.loads(path.read_text())
         labels = {item.label for item in learned}

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from l2lgd.rollout import sampled_start
 from l2lgd.tasks import Task, sample_batch
 
 
@@ -38,8 +39,7 @@ def update_traces(
     Returns:
       Array (num_steps, len(coordinates)): row t is the update of step t.
     """
-    problem_key, run_key = jax.random.split(key)
-    params, problems = sample_batch(task, problem_key, 1)
+    params, problems, run_key = sampled_start(task, key, 1)
     params, problem = jax.tree.map(lambda leaf: leaf[0], (params, problems))
     return np.asarray(_traced_run(task, optimizer, params, problem, run_key, num_steps))[
         :, np.asarray(coordinates)
