@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from l2lgd.tasks.vgg import CAFFE_RGB_MEAN, VGG19_BLOCK_DEPTHS, conv_shapes
+from l2lgd.tasks.vgg import CAFFE_RGB_MEAN, conv_shapes
 
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 """Positions of the 16 convolutions in torchvision's `vgg19().features` (ReLUs and pools between)."""
@@ -41,11 +41,7 @@ TORCHVISION_STD = (0.229, 0.224, 0.225)
 
 def conv_names() -> list[str]:
     """conv1_1, conv1_2, conv2_1, ..., conv5_4: the 16 convolutions in network order."""
-    return [
-        f"conv{block}_{index}"
-        for block, depth in enumerate(VGG19_BLOCK_DEPTHS, start=1)
-        for index in range(1, depth + 1)
-    ]
+    return list(conv_shapes())
 
 
 def from_torchvision(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
