@@ -74,15 +74,38 @@ def rollout(
 
     def step(state: OptimizeeState, step: jax.Array) -> tuple[OptimizeeState, jax.Array]:
         keys = jax.random.split(jax.random.fold_in(key, step), num_problems)
-        losses, grads = grad_fn(state.params, problems, keys)
-        if not second_derivatives:
-            grads = jax.lax.stop_gradient(grads)
+        if second_derivatives:
+            losses, grads = grad_fn(state.params, problems, keys)
+        else:
+            losses, grads = first_order_loss_and_grad(grad_fn, state.params, problems, keys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return OptimizeeState(optax.apply_updates(state.params, updates), opt_state), losses
 
     state, losses = scan_steps(step, state, num_steps, remat)
     final_losses = batch_loss(task, state.params, problems, jax.random.fold_in(key, num_steps))
     return state, jax.numpy.concatenate([losses, final_losses[None]], axis=0)
+
+
+def first_order_loss_and_grad(
+    grad_fn: Callable[..., tuple[jax.Array, Any]], params: Any, *args: Any
+) -> tuple[jax.Array, Any]:
+    """Per-problem losses and gradients, for a meta-gradient without second derivatives.
+
+    The gradients are constants (the paper's choice). The losses are the first-order Taylor
+    expansion loss(p) + <grad, params - p> at p = params: the same value, and, since grad is
+    the loss's gradient on the same minibatch, the same derivative with respect to the params.
+    So a meta-gradient needs no backward pass through the optimizee's loss, and keeps none of
+    its activations: the optimizee's forward and backward pass run once per step, outside the
+    differentiated program.
+    """
+    frozen = jax.lax.stop_gradient(params)
+    losses, grads = jax.lax.stop_gradient(grad_fn(frozen, *args))
+    moved = jax.tree.map(lambda leaf, at: leaf - at, params, frozen)
+    per_problem = [
+        jnp.sum((grad * delta).reshape(grad.shape[0], -1), axis=1)
+        for grad, delta in zip(jax.tree.leaves(grads), jax.tree.leaves(moved), strict=True)
+    ]
+    return losses + sum(per_problem), grads
 
 
 def scan_steps(

@@ -14,6 +14,7 @@ import pytest
 
 from l2lgd.data import ImageDataset
 from l2lgd.errors import DataError
+from l2lgd import rollout
 from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.tasks import cnn
 from l2lgd.tasks.cnn import BN_EPSILON, BatchNorm, BatchStatistics, CNNTask
@@ -255,3 +256,39 @@ def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(shape):
         for pool in (cnn.max_pool_2x2, flax_pool)
     )
     np.testing.assert_array_equal(gradient, expected)
+
+
+def test_first_order_meta_gradient_on_minibatches_equals_a_loop_with_frozen_gradients(task):
+    """The rollout's first-order losses (value plus a linear term) give the meta-gradient of the
+    plain formulation: live losses of the same minibatches, gradients fed in as constants."""
+    num_problems, num_steps, key = 2, 3, jax.random.key(7)
+    params = jax.vmap(task.init_params, in_axes=(0, None))(
+        jax.random.split(jax.random.key(1), num_problems), ()
+    )
+    vmapped = jax.vmap(jax.value_and_grad(task.loss), in_axes=(0, None, 0))
+
+    def update(scale, grads):
+        return jax.tree.map(lambda g: -scale * jnp.tanh(100.0 * g), grads)
+
+    def library(scale):
+        optimizer = optax.GradientTransformation(
+            lambda p: optax.EmptyState(), lambda g, s, p=None: (update(scale, g), s)
+        )
+        state = rollout.init_optimizee_state(optimizer, params)
+        return rollout.rollout(task, optimizer, state, (), key, num_steps)[1].sum()
+
+    def loop(scale):
+        current, total = params, 0.0
+        for step in range(num_steps):
+            keys = jax.random.split(jax.random.fold_in(key, step), num_problems)
+            losses, grads = vmapped(current, (), keys)
+            current = optax.apply_updates(current, update(scale, jax.lax.stop_gradient(grads)))
+            total = total + losses.sum()
+        final_keys = jax.random.split(jax.random.fold_in(key, num_steps), num_problems)
+        return total + jax.vmap(task.loss, in_axes=(0, None, 0))(current, (), final_keys).sum()
+
+    expected_value, expected_grad = jax.jit(jax.value_and_grad(loop))(0.01)
+    value, grad = jax.jit(jax.value_and_grad(library))(0.01)
+    assert abs(float(expected_grad)) > 1e-3
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-3)
