@@ -12,9 +12,9 @@ import numpy as np
 import optax
 import pytest
 
+from l2lgd import rollout
 from l2lgd.data import ImageDataset
 from l2lgd.errors import DataError
-from l2lgd import rollout
 from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.tasks import cnn
 from l2lgd.tasks.cnn import BN_EPSILON, BatchNorm, BatchStatistics, CNNTask
