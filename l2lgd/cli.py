@@ -22,6 +22,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Every baseline, as optimizers.baselines.BASELINE_NAMES lists them (not imported here: it would
+# load JAX for --help).
+DEFAULT_BASELINES = "sgd,momentum,nag,rmsprop,adam"
+
 TaskOption = Annotated[str, typer.Option(help=f"Problem family: {', '.join(TASK_NAMES)}.")]
 ConfigOption = Annotated[
     Path | None,
@@ -255,7 +259,7 @@ def compare_command(
     task: TaskOption = "quadratic",
     baselines: Annotated[
         str, typer.Option(help="Comma-separated baselines to tune and compare.")
-    ] = "adam,rmsprop,nag,sgd",
+    ] = DEFAULT_BASELINES,
     learned: Annotated[
         list[str] | None,
         typer.Option(
@@ -327,7 +331,7 @@ def sweep_command(
     ] = "5,10,20,40,80",
     baselines: Annotated[
         str, typer.Option(help="Comma-separated baselines, tuned on each architecture.")
-    ] = "adam,rmsprop,nag,sgd",
+    ] = DEFAULT_BASELINES,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/sweep"),
     test_seed: TestSeedOption = None,
     data_dir: DataDirOption = None,

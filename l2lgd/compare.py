@@ -1,15 +1,17 @@
 """Tuned baselines against learned optimizers on the same held-out problems (the paper's comparisons).
 
 Each baseline's learning rate is chosen on a log grid by the best mean final loss on problems
-from the *training* seed; every optimizer is then evaluated on the same test problems.
+from the *training* seed, the grid growing past its ends until the best rate is inside it; every
+optimizer is then evaluated on the same test problems.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,31 +35,109 @@ SUMMARY_FILE = "summary.md"
 TUNING_FILE = "tuning.json"
 
 
-def learning_rate_grid(config: EvalConfig) -> np.ndarray:
-    """Log-spaced learning rates from lr_min to lr_max, lr_per_decade per factor of 10."""
+# At most this many rates are added past each end of the configured grid (3 decades at 2 per
+# decade), so that a baseline that never stops improving in one direction still ends.
+MAX_GRID_EXTENSIONS = 6
+
+
+def learning_rate_grid(config: EvalConfig, below: int = 0, above: int = 0) -> np.ndarray:
+    """Log-spaced learning rates from lr_min to lr_max, lr_per_decade per factor of 10, in
+    increasing order, and `below` more rates under lr_min and `above` more over lr_max, spaced
+    lr_per_decade per factor of 10 too."""
     decades = math.log10(config.lr_max / config.lr_min)
     count = max(2, round(decades * config.lr_per_decade) + 1)
-    return np.geomspace(config.lr_min, config.lr_max, count)
+    # Exponents rather than products of a step, so that a decade beyond 1e-3 is 1e-2 exactly.
+    below_exponents = math.log10(config.lr_min) - np.arange(below, 0, -1) / config.lr_per_decade
+    above_exponents = math.log10(config.lr_max) + np.arange(1, above + 1) / config.lr_per_decade
+    return np.concatenate(
+        [
+            10.0**below_exponents,
+            np.geomspace(config.lr_min, config.lr_max, count),
+            10.0**above_exponents,
+        ]
+    )
 
 
-def tune_learning_rate(task: Task, name: str, config: Config) -> tuple[float, dict[float, float]]:
-    """The grid learning rate with the lowest mean final loss on training problems.
+@dataclass(frozen=True)
+class LearningRateSearch:
+    """One baseline's learning-rate search on the training problems.
 
-    Returns:
-      The best rate and, for the record, each rate's mean final loss (inf where it diverged).
+    `scores` maps each rate tried, in increasing order, to its mean final loss (inf where it
+    diverged); `extended_below` and `extended_above` count the rates added past lr_min and lr_max.
     """
-    grid = learning_rate_grid(config.eval)
+
+    scores: dict[float, float]
+    extended_below: int = 0
+    extended_above: int = 0
+
+    @property
+    def best_learning_rate(self) -> float:
+        """The rate with the lowest score; of equal scores (all diverged, say) the smallest rate."""
+        return min(self.scores, key=self.scores.get)
+
+    @property
+    def best_is_interior(self) -> bool:
+        """Whether the grid holds a rate on each side of the best one (each scored worse, or the
+        same if larger): a best rate on the grid's edge may only mean the grid stopped too soon."""
+        rates = list(self.scores)
+        return rates[0] < self.best_learning_rate < rates[-1]
+
+    def record(self) -> dict[str, Any]:
+        """The search as tuning.json records it."""
+        return {
+            "best_learning_rate": self.best_learning_rate,
+            "best_is_interior": self.best_is_interior,
+            "extended_below": self.extended_below,
+            "extended_above": self.extended_above,
+            "learning_rates": list(self.scores),
+            "final_mean_loss_by_learning_rate": self.scores,
+        }
+
+
+def tune_learning_rate(task: Task, name: str, config: Config) -> LearningRateSearch:
+    """Finds the learning rate with the lowest mean final loss on training problems.
+
+    Starts from `learning_rate_grid(config.eval)` and, while the best rate sits on an edge of
+    the grid, adds the next rate beyond that edge (at most MAX_GRID_EXTENSIONS per side), so
+    that a grid chosen too narrow for a baseline does not cap its tuned rate. Diverged rates
+    score inf, worse than any other.
+    """
+    search = LearningRateSearch(_scores(task, name, learning_rate_grid(config.eval), config))
+    while (side := _side_to_extend(search)) is not None:
+        below = search.extended_below + (side == "below")
+        above = search.extended_above + (side == "above")
+        grid = learning_rate_grid(config.eval, below, above)
+        new_rate = grid[:1] if side == "below" else grid[-1:]
+        scores = search.scores | _scores(task, name, new_rate, config)
+        search = LearningRateSearch(dict(sorted(scores.items())), below, above)
+    return search
+
+
+def _side_to_extend(search: LearningRateSearch) -> Literal["below", "above"] | None:
+    """The edge of the grid the best rate sits on, unless that side has MAX_GRID_EXTENSIONS
+    already; None when the best rate is interior (or the cap is reached)."""
+    rates, best = list(search.scores), search.best_learning_rate
+    if best == rates[0] and search.extended_below < MAX_GRID_EXTENSIONS:
+        return "below"
+    if best == rates[-1] and search.extended_above < MAX_GRID_EXTENSIONS:
+        return "above"
+    return None
+
+
+def _scores(
+    task: Task, name: str, learning_rates: np.ndarray, config: Config
+) -> dict[float, float]:
+    """Each rate's mean final loss on the tuning problems (inf where it diverged), all rates in
+    one compiled call."""
     curves = baseline_curves(
         task,
         name,
-        grid,
+        learning_rates,
         stream_key(config.seed, TUNING_STREAM),
         config.eval.num_tuning_problems,
         config.eval.num_steps,
     )
-    finals = [final_mean_loss(c) for c in curves]
-    scores = dict(zip((float(lr) for lr in grid), finals, strict=True))
-    return min(scores, key=scores.get), scores
+    return {float(lr): final_mean_loss(c) for lr, c in zip(learning_rates, curves, strict=True)}
 
 
 def compare(
@@ -88,11 +168,17 @@ def compare(
     ]
     tuning = {}
     for name in baselines:
-        best_lr, scores = tune_learning_rate(task, name, config)
-        tuning[name] = {"best_learning_rate": best_lr, "final_mean_loss_by_learning_rate": scores}
+        search = tune_learning_rate(task, name, config)
+        tuning[name] = search.record()
         summaries.append(
             evaluate_baseline(
-                task, name, best_lr, test_key, num_problems, num_steps, config.eval.test_metrics
+                task,
+                name,
+                search.best_learning_rate,
+                test_key,
+                num_problems,
+                num_steps,
+                config.eval.test_metrics,
             )
         )
     write_comparison(out_dir, config, summaries, tuning)

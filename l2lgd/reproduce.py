@@ -3,8 +3,8 @@
 Each step writes into its own folder and is skipped when its outputs are there and current:
 - a meta-training run is current when its config equals the profile's and it ran every
   iteration; a run that stopped part-way (a crash, a kill) is resumed from its latest checkpoint;
-- a comparison is current when its stamp file records the same config and the same learned
-  weights (sha256 of the weights file).
+- a comparison is current when its stamp file records the same config, the same learned
+  weights (sha256 of the weights file) and the same baselines.
 The report, `REPORT.md`, is rewritten at the end from whatever results exist: one section per
 paper figure, our figure beside the paper's claim, and a table per experiment.
 """
@@ -27,13 +27,14 @@ from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, 
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
 from l2lgd.evaluate import CURVES_FILE, best_baseline
 from l2lgd.meta.train import meta_train
+from l2lgd.optimizers.baselines import BASELINE_NAMES
 from l2lgd.plot import FIGURE_NAME, plot_curves
 from l2lgd.sources import load_learned
 from l2lgd.tasks import make_task
 
 REPORT_FILE = "REPORT.md"
 STAMP_FILE = "inputs.json"
-BASELINES = ("adam", "rmsprop", "nag", "sgd")
+BASELINES = BASELINE_NAMES  # every baseline l2lgd implements
 
 
 @dataclass(frozen=True)
@@ -346,25 +347,28 @@ def ensure_compared(
     """
     weights = [_sha256(runs.best_weights_path(run_dir)) for run_dir in run_dirs]
     stamp_path = out_dir / STAMP_FILE
-    if not force and _is_current(stamp_path, config, weights) and (out_dir / CURVES_FILE).is_file():
+    current = _is_current(stamp_path, config, weights, list(BASELINES))
+    if not force and current and (out_dir / CURVES_FILE).is_file():
         log(f"compare {out_dir}: up to date, skipped")
         return False
     log(f"compare {out_dir}: tuning {', '.join(BASELINES)}, then {config.eval.num_problems} tests")
     stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
     compare(config, list(BASELINES), [load_learned(run_dir) for run_dir in run_dirs], out_dir)
     plot_curves(out_dir / CURVES_FILE)
-    stamp = {"config": config_to_dict(config), "weights_sha256": weights}
+    stamp = {"config": config_to_dict(config), "weights_sha256": weights, "baselines": BASELINES}
     stamp_path.write_text(json.dumps(stamp, indent=1))
     return True
 
 
-def _is_current(stamp_path: Path, config: Config, weights: list[str]) -> bool:
+def _is_current(stamp_path: Path, config: Config, weights: list[str], baselines: list[str]) -> bool:
     """Whether the stamp on disk records these inputs. Configs are compared as configs, so a
     stamp written before a new config field existed still matches when the field is at its
-    default."""
+    default; a stamp without baselines predates momentum among them (and grids that grow until
+    the best rate is inside), so it does not match."""
     try:
         stamp = json.loads(stamp_path.read_text())
-        return stamp["weights_sha256"] == weights and config_from_dict(stamp["config"]) == config
+        same_inputs = stamp["weights_sha256"] == weights and stamp["baselines"] == baselines
+        return same_inputs and config_from_dict(stamp["config"]) == config
     except (OSError, ValueError, KeyError, TypeError, ConfigError):
         return False
 

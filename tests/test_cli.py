@@ -1,5 +1,6 @@
 """The `l2l` command line: help, one-line errors with exit code 2, and the whole pipeline."""
 
+import inspect
 import json
 import math
 import subprocess
@@ -14,9 +15,10 @@ from typer.testing import CliRunner
 
 from l2lgd import progress, runs
 from l2lgd.checkpoint import load_weights
-from l2lgd.cli import app
+from l2lgd.cli import app, compare_command, sweep_command
 from l2lgd.compare import learning_rate_grid
 from l2lgd.config import Config, config_to_dict, load_config, save_config, with_overrides
+from l2lgd.optimizers.baselines import BASELINE_NAMES
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
@@ -61,6 +63,13 @@ def test_help_of_every_command(command, options):
     assert "Usage" in result.stdout
     for option in options:
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("command", [compare_command, sweep_command], ids=["compare", "sweep"])
+def test_baselines_default_to_all_five(command):
+    default = inspect.signature(command).parameters["baselines"].default
+    assert default.split(",") == list(BASELINE_NAMES)
+    assert set(BASELINE_NAMES) == {"sgd", "momentum", "nag", "rmsprop", "adam"}
 
 
 def test_installed_entry_point_help_and_one_line_error(tmp_path):
@@ -249,11 +258,14 @@ def test_compare_tunes_each_baseline_to_the_argmin_of_its_grid(compared, tiny_co
     tuning = read_json(out_dir / "tuning.json")
     curves = read_json(out_dir / "curves.json")
     assert set(tuning) == {"adam", "sgd"}
-    grid = learning_rate_grid(tiny_config.eval)
     for name, record in tuning.items():
         scores = record["final_mean_loss_by_learning_rate"]
         rates = np.array([float(rate) for rate in scores])
+        grid = learning_rate_grid(
+            tiny_config.eval, record["extended_below"], record["extended_above"]
+        )
         np.testing.assert_allclose(rates, grid, rtol=1e-12)
+        assert record["best_is_interior"]
         finite = {float(rate): loss for rate, loss in scores.items() if loss is not None}
         assert finite, f"every learning rate of {name} diverged"
         argmin = min(finite, key=finite.get)

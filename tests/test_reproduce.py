@@ -73,7 +73,7 @@ def test_report_then_rerun_skips_every_current_step(tmp_path):
     assert "Paper: On random 10-d quadratics" in text
     assert "![quadratic](quadratic/loss.png)" in text
     assert (report.parent / "quadratic" / "loss.png").is_file()
-    for name in ("adam", "rmsprop", "nag", "sgd"):
+    for name in ("sgd", "momentum", "nag", "rmsprop", "adam"):
         assert f"| {name} |" in text
     (row,) = [line for line in text.splitlines() if line.startswith("| quadratic |")]
     assert row.endswith(("| yes |", "| **no** |"))
@@ -90,6 +90,17 @@ def test_report_then_rerun_skips_every_current_step(tmp_path):
     run_tiny(tmp_path, ("quadratic",), lines)
     assert sum("up to date, skipped" in line for line in lines) == 2
     assert curves.stat().st_mtime_ns == before
+
+    # A stamp without the baselines (from before momentum joined them) is stale: compared anew.
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["baselines"] == ["sgd", "momentum", "nag", "rmsprop", "adam"]
+    del stamp["baselines"]
+    stamp_path.write_text(json.dumps(stamp))
+    lines.clear()
+    run_tiny(tmp_path, ("quadratic",), lines)
+    (skipped,) = [line for line in lines if "up to date, skipped" in line]
+    assert skipped.startswith("meta-train")
+    assert curves.stat().st_mtime_ns != before
 
 
 def test_a_run_cut_short_is_resumed_and_a_changed_config_retrains(tmp_path):

@@ -1,0 +1,145 @@
+"""Meta-iteration time of this tree against another git revision, interleaved in one run.
+
+    python scripts/interleaved_benchmark.py --against eb598e2 --config configs/cifar10.yaml
+
+Each revision's source goes into its own worker process (the other revision's through
+`git archive` into a temporary folder), which builds and compiles one meta-iteration of the
+config and then times one call each time the driver asks. The driver asks the two workers in
+turn, `--repeats` times each, so that both see the same load on a shared machine, and reports
+each one's median seconds, its matmul FLOPs (as `scripts/benchmark.py` counts them) as a % of
+the measured matmul peak, and the ratio of the medians. Compile time is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+ROOT = SCRIPTS.parent
+
+
+def worker(source: Path, config_path: str, overrides: list[str]) -> None:
+    """Imports l2lgd from `source`, compiles a meta-iteration, then times one per input line."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+    sys.path.insert(0, str(source))
+    import jax
+
+    import l2lgd
+    from l2lgd.config import load_config
+    from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
+    from l2lgd.optimizers.learned import init_learned_weights
+    from l2lgd.tasks import make_task
+
+    if not Path(l2lgd.__file__).resolve().is_relative_to(source.resolve()):
+        raise SystemExit(f"imported l2lgd from {l2lgd.__file__}, not from {source}")
+    sys.path.insert(0, str(SCRIPTS))
+    from benchmark import matmul_flops, matmul_peak_flops, timed_repeats
+
+    config = load_config(config_path, overrides)
+    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    weights = init_learned_weights(jax.random.key(0), config.optimizer)
+    state = {"meta": init_meta_state(weights, config.meta)}
+
+    def run(index: int) -> None:
+        state["meta"], losses = meta_iteration(state["meta"], jax.random.key(index))
+        losses.block_until_ready()
+
+    run(-1)  # compile
+    flops = matmul_flops(meta_iteration, state["meta"], jax.random.key(0))
+    print(json.dumps({"ready": True, "matmul_flops": flops}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "peak":
+            print(json.dumps({"peak": matmul_peak_flops(5)["flops"]}), flush=True)
+            continue
+        (seconds,) = timed_repeats(run, 1)
+        print(json.dumps({"seconds": seconds}), flush=True)
+
+
+def revision_tree(revision: str, folder: Path) -> Path:
+    """The source of `revision` (a git commit) unpacked into `folder`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def start_worker(source: Path, args: argparse.Namespace) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--worker", str(source), "--config", args.config]
+    for override in args.set:
+        command += ["--set", override]
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+
+
+def ask(process: subprocess.Popen, request: str | None = None) -> dict:
+    if request is not None:
+        process.stdin.write(request + "\n")
+        process.stdin.flush()
+    line = process.stdout.readline()
+    if not line:
+        raise SystemExit(f"a worker stopped (exit code {process.wait()})")
+    return json.loads(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--against", default="HEAD", help="the git revision to compare with")
+    parser.add_argument("--config", default="configs/cifar10.yaml")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--set", action="append", default=[], help="config override")
+    parser.add_argument("--out", default="runs/interleaved.json")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(Path(args.worker), args.config, args.set)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        sources = {"this tree": ROOT, args.against: revision_tree(args.against, Path(folder))}
+        # One at a time: two compilations at once would only slow each other down.
+        workers, flops = {}, {}
+        for name, source in sources.items():
+            workers[name] = start_worker(source, args)
+            flops[name] = ask(workers[name])["matmul_flops"]
+        peak = ask(workers["this tree"], "peak")["peak"]
+        seconds = {name: [] for name in workers}
+        for _ in range(args.repeats):
+            for name, process in workers.items():
+                seconds[name].append(ask(process, "run")["seconds"])
+        for process in workers.values():
+            process.stdin.close()
+            process.wait()
+    result = {"config": args.config, "overrides": args.set, "matmul_peak_flops": peak}
+    for name in workers:
+        median = statistics.median(seconds[name])
+        result[name] = {
+            "median_s": median,
+            "seconds": seconds[name],
+            "matmul_flops": flops[name],
+            "percent_of_matmul_peak": 100 * flops[name] / median / peak,
+        }
+        print(
+            f"{name}: median {median:.3f} s per meta-iteration of {args.repeats}, "
+            f"{flops[name] / 1e9:.1f} GFLOP of matmuls = "
+            f"{result[name]['percent_of_matmul_peak']:.1f}% of the {peak / 1e9:.0f} GFLOP/s peak"
+        )
+    result["speedup"] = result[args.against]["median_s"] / result["this tree"]["median_s"]
+    print(f"speed-up of this tree over {args.against}: {result['speedup']:.2f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
