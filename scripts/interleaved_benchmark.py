@@ -2,9 +2,10 @@
 
     python scripts/interleaved_benchmark.py --against eb598e2 --config configs/cifar10.yaml
 
-Each revision's source goes into its own worker process (the other revision's through
-`git archive` into a temporary folder), which builds and compiles one meta-iteration of the
-config and then times one call each time the driver asks. The driver asks the two workers in
+Each revision's source goes into its own worker process (the other revision's through `git
+archive` into a temporary folder). A worker reads its own revision's copy of the config file,
+so that each runs as it was configured, builds and compiles one meta-iteration, and then times
+one call each time the driver asks. The driver asks the two workers in
 turn, `--repeats` times each, so that both see the same load on a shared machine, and reports
 each one's median seconds, its matmul FLOPs (as `scripts/benchmark.py` counts them) as a % of
 the measured matmul peak, and the ratio of the medians. Compile time is excluded.
@@ -42,7 +43,7 @@ def worker(source: Path, config_path: str, overrides: list[str]) -> None:
     sys.path.insert(0, str(SCRIPTS))
     from benchmark import matmul_flops, matmul_peak_flops, timed_repeats
 
-    config = load_config(config_path, overrides)
+    config = load_config(source / config_path, overrides)
     meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = {"meta": init_meta_state(weights, config.meta)}
@@ -95,7 +96,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--against", default="HEAD", help="the git revision to compare with")
-    parser.add_argument("--config", default="configs/cifar10.yaml")
+    parser.add_argument("--config", default="configs/cifar10.yaml", help="relative to the root")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--set", action="append", default=[], help="config override")
     parser.add_argument("--out", default="runs/interleaved.json")
