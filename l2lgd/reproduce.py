@@ -29,6 +29,7 @@ from l2lgd.evaluate import CURVES_FILE, best_baseline
 from l2lgd.meta.train import meta_train
 from l2lgd.optimizers.baselines import BASELINE_NAMES
 from l2lgd.plot import FIGURE_NAME, plot_curves
+from l2lgd.pretrained import PRETRAINED_PREFIX, pretrained_names, pretrained_path
 from l2lgd.sources import load_learned
 from l2lgd.tasks import make_task
 
@@ -39,10 +40,16 @@ BASELINES = BASELINE_NAMES  # every baseline l2lgd implements
 
 @dataclass(frozen=True)
 class Training:
-    """One meta-training run: its name (the run folder) and config file."""
+    """One meta-training run: its name (the run folder) and config file.
+
+    `shipped` names the optimizer l2lgd ships, meta-trained from this config at its full budget:
+    a profile that cuts the budget also compares it, so its report shows what the full budget
+    gives next to what the cut one gave.
+    """
 
     name: str
     config: str
+    shipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,11 @@ class Profile:
 
 
 TRAININGS = (
-    Training("quadratic", "configs/quadratic.yaml"),
-    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml"),
-    Training("mnist", "configs/mnist.yaml"),
-    Training("cifar10", "configs/cifar10.yaml"),
-    Training("cifar10_sub", "configs/cifar10_sub.yaml"),
+    Training("quadratic", "configs/quadratic.yaml", shipped="quadratic"),
+    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml", shipped="quadratic_deepmind"),
+    Training("mnist", "configs/mnist.yaml", shipped="mnist"),
+    Training("cifar10", "configs/cifar10.yaml", shipped="cifar10"),
+    Training("cifar10_sub", "configs/cifar10_sub.yaml", shipped="cifar10_sub"),
 )
 
 EXPERIMENTS = (
@@ -199,11 +206,13 @@ Log = Callable[[str], None]
 
 @dataclass
 class Outcome:
-    """What happened to one experiment: its results folder, or why it was skipped."""
+    """What happened to one experiment: its results folder, or why it was skipped; and the
+    shipped optimizers compared beside the freshly trained ones (`shipped_at_full_budget`)."""
 
     experiment: Experiment
     out_dir: Path
     skipped: str | None = None
+    shipped: list[str] = field(default_factory=list)
 
 
 def reproduce(
@@ -243,12 +252,25 @@ def reproduce(
             outcomes.append(Outcome(experiment, out_dir, skipped=reasons[0]))
             continue
         config = experiment_config(experiment, profile, repo_dir, test_seed)
+        shipped = shipped_at_full_budget(experiment, profile, repo_dir)
         started = time.perf_counter()
-        ran = ensure_compared(config, run_dirs, out_dir, force, log)
+        ran = ensure_compared(config, [*run_dirs, *shipped], out_dir, force, log)
         if ran:
             timings[f"compare {experiment.name}"] = time.perf_counter() - started
-        outcomes.append(Outcome(experiment, out_dir))
+        outcomes.append(Outcome(experiment, out_dir, shipped=shipped))
     return write_report(results_dir, profile, outcomes, timings)
+
+
+def shipped_at_full_budget(experiment: Experiment, profile: Profile, repo_dir: Path) -> list[str]:
+    """The shipped optimizers (as `pretrained:NAME` specs) of the experiment's trainings whose
+    meta-training `profile` cuts short of their config's iterations."""
+    specs = []
+    for training in (t for t in TRAININGS if t.name in experiment.trainings):
+        full = load_config(repo_dir / training.config).meta.iterations
+        cut = training_config(training, profile, repo_dir).meta.iterations < full
+        if cut and training.shipped in pretrained_names():
+            specs.append(f"{PRETRAINED_PREFIX}{training.shipped}")
+    return specs
 
 
 def training_config(training: Training, profile: Profile, repo_dir: Path) -> Config:
@@ -338,14 +360,21 @@ def _iteration_logger(config: Config, log: Log) -> Callable[[dict[str, Any]], No
 
 
 def ensure_compared(
-    config: Config, run_dirs: list[Path], out_dir: Path, force: bool = False, log: Log = print
+    config: Config,
+    learned: list[Path | str],
+    out_dir: Path,
+    force: bool = False,
+    log: Log = print,
 ) -> bool:
-    """Tunes the baselines and compares them with the runs' best weights, unless current.
+    """Tunes the baselines and compares them with learned optimizers, unless current.
+
+    Args:
+      learned: run folders (their best weights) and `pretrained:NAME` specs.
 
     Returns:
       Whether the comparison ran.
     """
-    weights = [_sha256(runs.best_weights_path(run_dir)) for run_dir in run_dirs]
+    weights = [_sha256(_weights_file(spec)) for spec in learned]
     stamp_path = out_dir / STAMP_FILE
     current = _is_current(stamp_path, config, weights, list(BASELINES))
     if not force and current and (out_dir / CURVES_FILE).is_file():
@@ -353,7 +382,7 @@ def ensure_compared(
         return False
     log(f"compare {out_dir}: tuning {', '.join(BASELINES)}, then {config.eval.num_problems} tests")
     stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
-    compare(config, list(BASELINES), [load_learned(run_dir) for run_dir in run_dirs], out_dir)
+    compare(config, list(BASELINES), [load_learned(spec) for spec in learned], out_dir)
     plot_curves(out_dir / CURVES_FILE)
     stamp = {"config": config_to_dict(config), "weights_sha256": weights, "baselines": BASELINES}
     stamp_path.write_text(json.dumps(stamp, indent=1))
@@ -371,6 +400,13 @@ def _is_current(stamp_path: Path, config: Config, weights: list[str], baselines:
         return same_inputs and config_from_dict(stamp["config"]) == config
     except (OSError, ValueError, KeyError, TypeError, ConfigError):
         return False
+
+
+def _weights_file(spec: Path | str) -> Path:
+    """The weights file of a run folder or of a `pretrained:NAME` spec."""
+    if isinstance(spec, str):
+        return pretrained_path(spec.removeprefix(PRETRAINED_PREFIX))
+    return runs.best_weights_path(spec)
 
 
 def _sha256(path: Path) -> str:
@@ -464,4 +500,12 @@ def _experiment_section(outcome: Outcome, results_dir: Path) -> list[str]:
         "",
         table.strip(),
     ]
+    if outcome.shipped:
+        names = ", ".join(f"`{spec.removeprefix(PRETRAINED_PREFIX)}`" for spec in outcome.shipped)
+        lines += [
+            "",
+            f"This profile meta-trains for fewer iterations than the config's full budget, so "
+            f"the table also shows the shipped optimizer ({names}), meta-trained at that budget "
+            "(`l2l pretrained` shows its provenance); the ratio above is the fresh run's.",
+        ]
     return lines

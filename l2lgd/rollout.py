@@ -175,5 +175,5 @@ def final_mean_loss(curves: jax.Array) -> float:
 
     The score of validation (early stopping) and of the baselines' learning-rate search.
     """
-    value = float(np.mean(np.asarray(curves[-1])))
+    value = float(np.mean(np.asarray(curves[-1], dtype=np.float64)))  # a float32 sum may overflow
     return value if math.isfinite(value) else math.inf

@@ -23,6 +23,7 @@ from l2lgd.reproduce import (
     Outcome,
     Profile,
     reproduce,
+    shipped_at_full_budget,
     training_config,
     write_report,
 )
@@ -78,6 +79,9 @@ def test_report_then_rerun_skips_every_current_step(tmp_path):
     (row,) = [line for line in text.splitlines() if line.startswith("| quadratic |")]
     assert row.endswith(("| yes |", "| **no** |"))
     assert "meta-train quadratic" in text  # the wall-time table
+    # The tiny profile cuts meta-training short, so the shipped optimizer is compared too.
+    assert "| LSTM (pretrained quadratic) |" in text
+    assert "also shows the shipped optimizer (`quadratic`)" in text
 
     curves = report.parent / "quadratic" / CURVES_FILE
     before = curves.stat().st_mtime_ns
@@ -182,3 +186,10 @@ def test_cli_rejects_an_unknown_profile():
     result = CliRunner().invoke(app, ["reproduce", "--profile", "huge"])
     assert result.exit_code == 2
     assert "default, paper" in result.stderr
+
+
+def test_shipped_optimizers_join_only_when_the_profile_cuts_meta_training():
+    (quadratic,) = [e for e in EXPERIMENTS if e.name == "quadratic"]
+    full_budget = Profile("full", "the configs as written")
+    assert shipped_at_full_budget(quadratic, full_budget, REPO) == []
+    assert shipped_at_full_budget(quadratic, TINY, REPO) == ["pretrained:quadratic"]
