@@ -263,7 +263,7 @@ def reproduce(
 
 def shipped_at_full_budget(experiment: Experiment, profile: Profile, repo_dir: Path) -> list[str]:
     """The shipped optimizers (as `pretrained:NAME` specs) of the experiment's trainings whose
-    meta-training `profile` cuts short of their config's iterations."""
+    meta-training `profile` cuts short of their config's iterations: what a longer run gives."""
     specs = []
     for training in (t for t in TRAININGS if t.name in experiment.trainings):
         full = load_config(repo_dir / training.config).meta.iterations
@@ -505,7 +505,7 @@ def _experiment_section(outcome: Outcome, results_dir: Path) -> list[str]:
         lines += [
             "",
             f"This profile meta-trains for fewer iterations than the config's full budget, so "
-            f"the table also shows the shipped optimizer ({names}), meta-trained at that budget "
-            "(`l2l pretrained` shows its provenance); the ratio above is the fresh run's.",
+            f"the table also shows the shipped optimizer ({names}), meta-trained longer "
+            "(`l2l pretrained` shows for how long); the ratio above is the fresh run's.",
         ]
     return lines
