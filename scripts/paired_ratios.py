@@ -41,6 +41,10 @@ def ratio_table(curves: dict, reference: str, resamples: int = 10_000, seed: int
     for name, summary in optimizers.items():
         losses = np.asarray(summary["final_losses"], np.float64)
         mean, half = summary["final_mean"], summary["final_ci95"]
+        if mean is None or not np.all(np.isfinite(losses)):
+            diverged = int(np.sum(~np.isfinite(losses)))
+            lines.append(f"| {name} | diverged on {diverged} of {len(losses)} | | | |")
+            continue
         low, high = bootstrap_ratio_ci(losses, base, resamples, seed)
         lines.append(
             f"| {name} | {mean:.4g} | [{mean - half:.4g}, {mean + half:.4g}] | "

@@ -32,3 +32,15 @@ def test_pairing_resolves_a_small_shared_noise_difference():
     }
     table = paired_ratios.ratio_table(curves, "ref", resamples=200)
     assert "| new |" in table and "| 1.000 | [1.000, 1.000] |" in table
+
+
+def test_a_diverged_optimizer_gets_a_row_that_says_so():
+    reference = np.linspace(1.0, 2.0, 4)
+    curves = {
+        "optimizers": {
+            "ref": {"final_losses": list(reference), "final_mean": 1.5, "final_ci95": 0.1},
+            "bad": {"final_losses": [1.0, None, 1.0, 1.0], "final_mean": None, "final_ci95": None},
+        }
+    }
+    table = paired_ratios.ratio_table(curves, "ref", resamples=50)
+    assert "| bad | diverged on 1 of 4 | | | |" in table
