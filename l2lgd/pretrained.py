@@ -85,13 +85,21 @@ def check_figure(weights: Any, provenance: dict[str, Any], check: CheckSpec) -> 
     return final_mean_loss(curves)
 
 
-def evaluation_figures(comparison_dir: Path) -> dict[str, Any]:
-    """The headline figures of an `l2l compare` folder holding one learned optimizer."""
+def evaluation_figures(comparison_dir: Path, learned_label: str | None = None) -> dict[str, Any]:
+    """The headline figures of one learned optimizer in an `l2l compare` folder: the only one,
+    or the one labelled `learned_label` (e.g. "LSTM (cifar10_sub)")."""
     document = json.loads((comparison_dir / CURVES_FILE).read_text())
     entries = document["optimizers"]
-    learned = [entry for entry in entries.values() if entry["learning_rate"] is None]
+    learned = [
+        entry
+        for label, entry in entries.items()
+        if entry["learning_rate"] is None and learned_label in (None, label)
+    ]
     if len(learned) != 1:
-        raise L2LError(f"{comparison_dir} holds {len(learned)} learned optimizers; expected 1")
+        wanted = "" if learned_label is None else f" labelled {learned_label!r}"
+        raise L2LError(
+            f"{comparison_dir} holds {len(learned)} learned optimizers{wanted}; expected 1"
+        )
     baselines = {
         label: _figures(entry) for label, entry in entries.items() if entry["learning_rate"]
     }
@@ -122,6 +130,7 @@ def package_pretrained(
     description: str,
     check: CheckSpec,
     out_dir: Path | None = None,
+    learned_label: str | None = None,
 ) -> Path:
     """Writes a run's best weights as shipped optimizer `name`, with figures and a check figure.
 
@@ -132,6 +141,7 @@ def package_pretrained(
       description: one line for `l2l pretrained`.
       check: the small evaluation whose result is stored and re-checked by the tests.
       out_dir: where to write (default: the package's weights folder).
+      learned_label: which learned optimizer of the comparison is this run's, if it holds several.
 
     Returns:
       The written file.
@@ -143,7 +153,7 @@ def package_pretrained(
     provenance = {
         **provenance,
         "description": description,
-        "evaluation": evaluation_figures(comparison_dir),
+        "evaluation": evaluation_figures(comparison_dir, learned_label),
         "check": {
             "seed": check.seed,
             "num_problems": check.num_problems,

@@ -1,5 +1,6 @@
 """Shipped optimizers: each still reaches its stored figure, names resolve, and they ship in a wheel."""
 
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,25 @@ def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(tmp_
     location, moved = result.stdout.split()
     assert Path(location).is_relative_to(site)  # the installed copy, not this checkout
     assert moved == "True"
+
+
+def test_evaluation_figures_pick_the_labelled_optimizer_of_several(tmp_path):
+    def entry(learning_rate, mean):
+        return {"learning_rate": learning_rate, "final_mean": mean, "final_ci95": 0.1}
+
+    document = {
+        "test_seed": 5,
+        "num_problems": 50,
+        "num_steps": 100,
+        "optimizers": {
+            "LSTM (a)": entry(None, 0.9),
+            "LSTM (b)": entry(None, 0.8),
+            "nag": entry(0.03, 1.0),
+        },
+    }
+    (tmp_path / "curves.json").write_text(json.dumps(document))
+    figures = pretrained.evaluation_figures(tmp_path, "LSTM (b)")
+    assert figures["learned"]["final_mean"] == 0.8
+    assert figures["ratio_to_best_baseline"] == pytest.approx(0.8)
+    with pytest.raises(L2LError, match="holds 2 learned optimizers; expected 1"):
+        pretrained.evaluation_figures(tmp_path)
