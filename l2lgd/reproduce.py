@@ -40,16 +40,11 @@ BASELINES = BASELINE_NAMES  # every baseline l2lgd implements
 
 @dataclass(frozen=True)
 class Training:
-    """One meta-training run: its name (the run folder) and config file.
-
-    `shipped` names the optimizer l2lgd ships, meta-trained from this config at its full budget:
-    a profile that cuts the budget also compares it, so its report shows what the full budget
-    gives next to what the cut one gave.
-    """
+    """One meta-training run: its name (the run folder, and the name of the optimizer l2lgd
+    ships from this config, if it ships one) and config file."""
 
     name: str
     config: str
-    shipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,11 +79,11 @@ class Profile:
 
 
 TRAININGS = (
-    Training("quadratic", "configs/quadratic.yaml", shipped="quadratic"),
-    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml", shipped="quadratic_deepmind"),
-    Training("mnist", "configs/mnist.yaml", shipped="mnist"),
-    Training("cifar10", "configs/cifar10.yaml", shipped="cifar10"),
-    Training("cifar10_sub", "configs/cifar10_sub.yaml", shipped="cifar10_sub"),
+    Training("quadratic", "configs/quadratic.yaml"),
+    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml"),
+    Training("mnist", "configs/mnist.yaml"),
+    Training("cifar10", "configs/cifar10.yaml"),
+    Training("cifar10_sub", "configs/cifar10_sub.yaml"),
 )
 
 EXPERIMENTS = (
@@ -207,7 +202,7 @@ Log = Callable[[str], None]
 @dataclass
 class Outcome:
     """What happened to one experiment: its results folder, or why it was skipped; and the
-    shipped optimizers compared beside the freshly trained ones (`shipped_at_full_budget`)."""
+    shipped optimizers compared beside the freshly trained ones (`shipped_beside_cut_runs`)."""
 
     experiment: Experiment
     out_dir: Path
@@ -252,7 +247,7 @@ def reproduce(
             outcomes.append(Outcome(experiment, out_dir, skipped=reasons[0]))
             continue
         config = experiment_config(experiment, profile, repo_dir, test_seed)
-        shipped = shipped_at_full_budget(experiment, profile, repo_dir)
+        shipped = shipped_beside_cut_runs(experiment, profile, repo_dir)
         started = time.perf_counter()
         ran = ensure_compared(config, [*run_dirs, *shipped], out_dir, force, log)
         if ran:
@@ -261,15 +256,15 @@ def reproduce(
     return write_report(results_dir, profile, outcomes, timings)
 
 
-def shipped_at_full_budget(experiment: Experiment, profile: Profile, repo_dir: Path) -> list[str]:
+def shipped_beside_cut_runs(experiment: Experiment, profile: Profile, repo_dir: Path) -> list[str]:
     """The shipped optimizers (as `pretrained:NAME` specs) of the experiment's trainings whose
-    meta-training `profile` cuts short of their config's iterations: what a longer run gives."""
+    meta-training `profile` cuts short of their config's iterations: what a longer run gave."""
     specs = []
     for training in (t for t in TRAININGS if t.name in experiment.trainings):
         full = load_config(repo_dir / training.config).meta.iterations
         cut = training_config(training, profile, repo_dir).meta.iterations < full
-        if cut and training.shipped in pretrained_names():
-            specs.append(f"{PRETRAINED_PREFIX}{training.shipped}")
+        if cut and training.name in pretrained_names():
+            specs.append(f"{PRETRAINED_PREFIX}{training.name}")
     return specs
 
 

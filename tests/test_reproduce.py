@@ -23,7 +23,7 @@ from l2lgd.reproduce import (
     Outcome,
     Profile,
     reproduce,
-    shipped_at_full_budget,
+    shipped_beside_cut_runs,
     training_config,
     write_report,
 )
@@ -191,5 +191,5 @@ def test_cli_rejects_an_unknown_profile():
 def test_shipped_optimizers_join_only_when_the_profile_cuts_meta_training():
     (quadratic,) = [e for e in EXPERIMENTS if e.name == "quadratic"]
     full_budget = Profile("full", "the configs as written")
-    assert shipped_at_full_budget(quadratic, full_budget, REPO) == []
-    assert shipped_at_full_budget(quadratic, TINY, REPO) == ["pretrained:quadratic"]
+    assert shipped_beside_cut_runs(quadratic, full_budget, REPO) == []
+    assert shipped_beside_cut_runs(quadratic, TINY, REPO) == ["pretrained:quadratic"]
