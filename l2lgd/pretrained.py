@@ -165,3 +165,15 @@ def package_pretrained(
     path = (out_dir or weights_dir()) / f"{name}{WEIGHTS_SUFFIX}"
     save_weights(path, weights, config, provenance)
     return path
+
+
+def refresh_evaluation(
+    name: str, comparison_dir: Path, learned_label: str | None = None, out_dir: Path | None = None
+) -> Path:
+    """Replaces the stored test figures of shipped optimizer `name` with those of a new
+    `l2l compare` of it (e.g. against more baselines); weights and check figure stay as they are."""
+    weights, config, provenance = load_weights(pretrained_path(name))
+    provenance = {**provenance, "evaluation": evaluation_figures(comparison_dir, learned_label)}
+    path = (out_dir or weights_dir()) / f"{name}{WEIGHTS_SUFFIX}"
+    save_weights(path, weights, config, provenance)
+    return path

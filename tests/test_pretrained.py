@@ -202,3 +202,25 @@ def test_evaluation_figures_pick_the_labelled_optimizer_of_several(tmp_path):
     assert figures["ratio_to_best_baseline"] == pytest.approx(0.8)
     with pytest.raises(L2LError, match="holds 2 learned optimizers; expected 1"):
         pretrained.evaluation_figures(tmp_path)
+
+
+def test_refresh_evaluation_replaces_the_figures_and_keeps_weights_and_check(tmp_path):
+    def entry(learning_rate, mean):
+        return {"learning_rate": learning_rate, "final_mean": mean, "final_ci95": 0.01}
+
+    document = {
+        "test_seed": 9,
+        "num_problems": 30,
+        "num_steps": 100,
+        "optimizers": {"LSTM": entry(None, 0.2), "momentum": entry(0.1, 0.4)},
+    }
+    (tmp_path / "curves.json").write_text(json.dumps(document))
+    before_weights, _, before = load_weights(pretrained.pretrained_path("quadratic"))
+
+    path = pretrained.refresh_evaluation("quadratic", tmp_path, out_dir=tmp_path)
+
+    weights, _, after = load_weights(path)
+    assert after["evaluation"]["baselines"].keys() == {"momentum"}
+    assert after["evaluation"]["ratio_to_best_baseline"] == pytest.approx(0.5)
+    assert after["check"] == before["check"]
+    assert jax.tree.all(jax.tree.map(np.array_equal, weights, before_weights))
