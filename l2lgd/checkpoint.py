@@ -1,8 +1,15 @@
-"""Checkpoints as msgpack files (flax.serialization), written atomically, read with clear errors."""
+"""Checkpoints as msgpack files (flax.serialization), written atomically, read with clear errors.
+
+File format: the line `L2LGD-SHA256`, the 32-byte sha256 digest of the payload, then the payload
+(a msgpack map). The digest turns a flipped bit or a torn copy into a clear CheckpointError instead
+of weights that load and are silently wrong. Files without the header (written before it existed)
+are read as bare msgpack.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,11 +25,18 @@ from l2lgd.optimizers.learned import init_learned_weights
 
 WEIGHTS_FORMAT = "l2lgd-learned-optimizer"
 WEIGHTS_VERSION = 1
+CHECKSUM_MAGIC = b"L2LGD-SHA256\n"
+DIGEST_SIZE = hashlib.sha256().digest_size
 
 
 def save_tree(path: Path, tree: dict[str, Any]) -> None:
-    """Writes `tree` to `path` atomically: a reader sees the old file or the new one, never half."""
-    data = serialization.msgpack_serialize(jax.tree.map(_to_numpy, tree))
+    """Writes `tree` to `path` atomically, with a checksum that `load_tree` verifies."""
+    payload = serialization.msgpack_serialize(jax.tree.map(_to_numpy, tree))
+    write_atomically(path, CHECKSUM_MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` so that a reader, or a kill at any moment, sees old or new whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -46,8 +60,9 @@ def load_tree(path: Path) -> dict[str, Any]:
     """Reads a tree written by `save_tree`; a missing or corrupt file is a CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    payload = _verified_payload(path, path.read_bytes())
     try:
-        tree = serialization.msgpack_restore(path.read_bytes())
+        tree = serialization.msgpack_restore(payload)
     except Exception as error:  # msgpack raises several unrelated types on garbage input
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not an l2lgd file ({error})"
@@ -55,6 +70,17 @@ def load_tree(path: Path) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise CheckpointError(f"checkpoint {path} is not an l2lgd file")
     return tree
+
+
+def _verified_payload(path: Path, data: bytes) -> bytes:
+    """The msgpack payload of a file's bytes, checked against its digest when it has one."""
+    if not data.startswith(CHECKSUM_MAGIC):
+        return data  # a legacy file: msgpack itself still rejects most damage, and extra bytes
+    digest = data[len(CHECKSUM_MAGIC) : len(CHECKSUM_MAGIC) + DIGEST_SIZE]
+    payload = data[len(CHECKSUM_MAGIC) + DIGEST_SIZE :]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"checkpoint {path} is corrupt: checksum mismatch")
+    return payload
 
 
 def save_weights(

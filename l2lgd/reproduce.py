@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from l2lgd import runs
-from l2lgd.checkpoint import load_tree
 from l2lgd.compare import SUMMARY_FILE, compare
 from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, with_overrides
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
 from l2lgd.evaluate import CURVES_FILE, best_baseline
-from l2lgd.meta.train import meta_train
+from l2lgd.meta.train import meta_train, read_training_state
 from l2lgd.optimizers.baselines import BASELINE_NAMES
 from l2lgd.plot import FIGURE_NAME, plot_curves
 from l2lgd.pretrained import PRETRAINED_PREFIX, pretrained_names, pretrained_path
@@ -332,7 +331,7 @@ def _run_state(config: Config, run_dir: Path) -> str | None:
     try:
         if runs.load_run_config(run_dir) != config:
             return None
-        iteration = int(load_tree(runs.training_state_path(run_dir))["iteration"])
+        iteration = int(read_training_state(run_dir)[0]["iteration"])
     except (CheckpointError, ConfigError, RunDirError, KeyError, OSError, ValueError):
         return None
     if iteration >= config.meta.iterations and runs.best_weights_path(run_dir).is_file():

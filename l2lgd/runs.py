@@ -5,6 +5,7 @@ RUN/metrics.jsonl                one JSON object per meta-iteration (validation 
 RUN/checkpoints/best.msgpack     learned-optimizer weights with the best validation loss
 RUN/checkpoints/latest.msgpack   the latest weights
 RUN/checkpoints/training_state.msgpack   what --resume needs
+RUN/checkpoints/training_state.previous.msgpack   the one before: --resume falls back to it
 RUN/eval/                        evaluation results (curves.json, summary.md, figures)
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from l2lgd.checkpoint import write_atomically
 from l2lgd.config import Config, config_to_dict, load_config, save_config
 from l2lgd.errors import RunDirError
 
@@ -36,6 +39,15 @@ def latest_weights_path(run_dir: Path) -> Path:
 
 def training_state_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "training_state.msgpack"
+
+
+def previous_training_state_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "training_state.previous.msgpack"
+
+
+def has_training_state(run_dir: Path) -> bool:
+    """Whether `--resume` has a training state to try (the latest or the one before it)."""
+    return training_state_path(run_dir).is_file() or previous_training_state_path(run_dir).is_file()
 
 
 def create_run_dir(run_dir: Path, config: Config, force: bool = False) -> None:
@@ -63,27 +75,53 @@ def load_run_config(run_dir: Path) -> Config:
     return load_config(path)
 
 
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Appends one JSON line to the run's metrics."""
+def append_metrics(run_dir: Path, record: dict[str, Any], sync: bool = False) -> None:
+    """Appends one JSON line to the run's metrics; `sync` makes it (and every line before) durable.
+
+    Meta-training syncs before each training-state write, so that the metrics on disk are never
+    behind the state a resumed run starts from.
+    """
     finite = {
         k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in record.items()
     }
     with open(run_dir / METRICS_FILE, "a") as file:
         file.write(json.dumps(finite, allow_nan=False) + "\n")
+        if sync:
+            file.flush()
+            os.fsync(file.fileno())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All metric records of a run, in order."""
+    """All metric records of a run, in order.
+
+    A last line that is not valid JSON is one torn by a kill in mid-append and is dropped (a
+    resumed run redoes its iteration); a bad line before it is a RunDirError.
+    """
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    numbered = [
+        (n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()
+    ]
+    records = []
+    for index, (number, line) in enumerate(numbered):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if index == len(numbered) - 1:
+                break
+            raise RunDirError(f"{path} line {number} is not valid JSON ({error})") from None
+    return records
 
 
 def truncate_metrics(run_dir: Path, iteration: int) -> None:
-    """Drops records after `iteration`: a resumed run redoes them, so they would appear twice."""
+    """Drops records after `iteration`: a resumed run redoes them, so they would appear twice.
+
+    The file is replaced atomically, so a kill in the middle leaves the old metrics whole.
+    """
     kept = [record for record in read_metrics(run_dir) if record["iteration"] <= iteration]
-    (run_dir / METRICS_FILE).write_text("".join(json.dumps(record) + "\n" for record in kept))
+    text = "".join(json.dumps(record) + "\n" for record in kept)
+    write_atomically(run_dir / METRICS_FILE, text.encode())
 
 
 def provenance(config: Config, iteration: int, validation_loss: float) -> dict[str, Any]:

@@ -1,14 +1,18 @@
-"""Checkpoint files: round trips, atomic writes, and a CheckpointError for every unreadable file."""
+"""Checkpoint files: round trips, atomic writes, checksums, and a CheckpointError for every
+unreadable file."""
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
 from l2lgd.checkpoint import (
+    CHECKSUM_MAGIC,
     WEIGHTS_FORMAT,
     load_tree,
     load_weights,
@@ -211,3 +215,83 @@ def test_weights_file_with_malformed_contents_raises_checkpoint_error(tmp_path, 
     save_tree(path, tree)
     with pytest.raises(CheckpointError, match="malformed.msgpack"):
         load_weights(path)
+
+
+HEADER_SIZE = len(CHECKSUM_MAGIC) + 32  # the magic line, then a sha256 digest
+
+
+def test_saved_file_is_the_checksum_header_then_the_msgpack_payload(tmp_path):
+    path = tmp_path / "tree.msgpack"
+    save_tree(path, _tree())
+    data = path.read_bytes()
+    payload = data[HEADER_SIZE:]
+    assert data[: len(CHECKSUM_MAGIC)] == b"L2LGD-SHA256\n"
+    assert data[len(CHECKSUM_MAGIC) : HEADER_SIZE] == hashlib.sha256(payload).digest()
+    _assert_trees_equal(serialization.msgpack_restore(payload), _tree())
+
+
+def _saved_weights(path: Path) -> None:
+    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    save_weights(path, weights, SMALL_LSTM, provenance={"iteration": 3})
+
+
+@pytest.mark.parametrize("where", ["digest", "payload-start", "payload-middle", "payload-end"])
+def test_random_bytes_inside_a_weights_file_fail_the_checksum(tmp_path, where):
+    path = tmp_path / "weights.msgpack"
+    _saved_weights(path)
+    data = bytearray(path.read_bytes())
+    offset = {
+        "digest": len(CHECKSUM_MAGIC),
+        "payload-start": HEADER_SIZE,
+        "payload-middle": len(data) // 2,
+        "payload-end": len(data) - 64,
+    }[where]
+    data[offset : offset + 64] = np.random.default_rng(offset).bytes(64)
+    assert bytes(data) != path.read_bytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"weights\.msgpack is corrupt: checksum mismatch"):
+        load_weights(path)
+
+
+def test_one_flipped_bit_fails_the_checksum(tmp_path):
+    """A flip that leaves valid msgpack (here inside a float) would load as wrong weights."""
+    path = tmp_path / "weights.msgpack"
+    _saved_weights(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # the mantissa of the last stored float32
+    serialization.msgpack_restore(bytes(data[HEADER_SIZE:]))  # without the digest: no error
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_weights(path)
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert load_weights(path)[2] == {"iteration": 3}
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"\x05", b"trailing garbage"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["checksummed", "legacy"])
+def test_bytes_after_the_payload_raise_checkpoint_error(tmp_path, extra, legacy):
+    path = tmp_path / "extra.msgpack"
+    save_tree(path, _tree())
+    data = path.read_bytes()[HEADER_SIZE:] if legacy else path.read_bytes()
+    path.write_bytes(data + extra)
+    with pytest.raises(CheckpointError, match="extra.msgpack"):
+        load_tree(path)
+
+
+def test_legacy_files_without_a_checksum_still_load(tmp_path):
+    """Files written before checksums existed are the bare msgpack payload."""
+    weights = init_lstm_weights(jax.random.key(1), SMALL_LSTM)
+    tree = {
+        "format": WEIGHTS_FORMAT,
+        "version": 1,
+        "optimizer": dataclasses.asdict(SMALL_LSTM),
+        "provenance": {"iteration": 5},
+        "weights": serialization.to_state_dict(jax.tree.map(np.asarray, weights)),
+    }
+    path = tmp_path / "legacy.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(tree))
+    restored, config, provenance = load_weights(path)
+    assert (config, provenance) == (SMALL_LSTM, {"iteration": 5})
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(weights), strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want))

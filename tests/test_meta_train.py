@@ -97,6 +97,7 @@ def test_metrics_records_and_checkpoints_match_the_run(trained_run):
     for record in records:
         if "validation_loss" in record:
             assert math.isfinite(record["validation_loss"])
+    assert not any("warning" in r for r in records)  # it learns: nothing to warn about
 
     # on_iteration sees every trained iteration with the same numbers, plus progress fields.
     assert [r["iteration"] for r in callback_records] == list(range(1, ITERATIONS + 1))

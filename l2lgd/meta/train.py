@@ -2,11 +2,17 @@
 
 Randomness: iteration i uses fold_in(train_key, i) and validation a fixed key, so a run resumed
 from its latest checkpoint repeats exactly what the uninterrupted run would have done.
+
+Nothing lost: each validation appends its metrics record before it writes the training state, and
+the training state it replaces is kept; a resume whose latest state is damaged falls back to the
+one before, and truncates the metrics to the iteration it resumes from.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +70,7 @@ def meta_train(
     run_dir: Path,
     resume: bool = False,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainingProgress:
     """Meta-trains the LSTM optimizer and writes checkpoints and metrics into `run_dir`.
 
@@ -73,8 +80,12 @@ def meta_train(
     Args:
       config: the experiment.
       run_dir: an initialized run folder (see `runs.create_run_dir`).
-      resume: continue from `checkpoints/latest.msgpack` instead of starting afresh.
+      resume: continue from `checkpoints/training_state.msgpack` (or, if it is damaged, the one
+        before it) instead of starting afresh.
       on_iteration: called after every iteration with that iteration's metrics (progress display).
+      on_warning: called (on process 0 only) with a one-line message when the run resumed from
+        the previous training state, or when validation has not improved on the untrained
+        weights; by default the message is printed to stderr.
 
     Returns:
       The final progress: iterations done, best validation loss and where it was reached.
@@ -95,9 +106,14 @@ def meta_train(
     initial_weights = init_learned_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
     meta_state = init_meta_state(initial_weights, config.meta)
     progress = TrainingProgress()
+    warn = (on_warning or _print_warning) if is_primary() else _ignore_warning
     if resume:
-        meta_state, progress = load_training_state(run_dir, meta_state)
+        meta_state, progress, fallback_note = load_training_state(run_dir, meta_state)
         if is_primary():
+            if fallback_note is not None:
+                warn(fallback_note)
+                # The damaged file must not become the fallback when the next state is saved.
+                runs.training_state_path(run_dir).unlink(missing_ok=True)
             runs.truncate_metrics(run_dir, progress.iteration)
     else:
         _validate_and_save(run_dir, config, meta_state, progress, validate, meta_loss=None)
@@ -122,6 +138,8 @@ def meta_train(
             progress.iteration == config.meta.iterations
         ):
             record |= _validate_and_save(run_dir, config, meta_state, progress, validate, loss)
+            if "warning" in record:
+                warn(record["warning"])
         elif is_primary():
             runs.append_metrics(run_dir, record)
         if on_iteration is not None:
@@ -132,6 +150,15 @@ def meta_train(
                 record | {"best_validation_loss": progress.best_validation_loss, "eta_s": eta}
             )
     return progress
+
+
+def _print_warning(message: str) -> None:
+    """The default `on_warning`: one line on stderr, beside the progress display."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _ignore_warning(message: str) -> None:
+    """`on_warning` of processes other than 0: process 0 speaks for the run."""
 
 
 @jax.jit
@@ -150,7 +177,8 @@ def _validate_and_save(
 ) -> dict[str, Any]:
     """Validates the current weights, saves best (if improved) and latest, logs the metrics.
 
-    Every process validates (it is one sharded computation); only process 0 writes.
+    Every process validates (it is one sharded computation); only process 0 writes. The record
+    carries a "warning" when validation has not improved on the untrained weights.
     """
     validation_loss = final_mean_loss(validate(meta_state.weights))
     improved = validation_loss < progress.best_validation_loss
@@ -160,6 +188,8 @@ def _validate_and_save(
     record: dict[str, Any] = {"iteration": progress.iteration, "validation_loss": validation_loss}
     if meta_loss is not None:
         record["meta_loss"] = meta_loss
+    if progress.iteration > 0 and progress.best_iteration == 0:
+        record["warning"] = no_improvement_warning(progress, config.meta.iterations)
     provenance = runs.provenance(config, progress.iteration, validation_loss)
     if not is_primary():
         return record
@@ -170,15 +200,37 @@ def _validate_and_save(
     save_weights(
         runs.latest_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
     )
+    # Metrics first: killed between the two, a resumed run truncates this record and redoes it;
+    # the other way round the record would be lost.
+    runs.append_metrics(run_dir, record, sync=True)
     save_training_state(run_dir, meta_state, progress)
-    runs.append_metrics(run_dir, record)
     return record
 
 
+def no_improvement_warning(progress: TrainingProgress, total_iterations: int) -> str:
+    """Says that meta-training has not beaten the untrained weights, the usual sign of a bad step."""
+    untrained = f"the untrained weights ({progress.best_validation_loss:.4g} at iteration 0)"
+    if progress.iteration < total_iterations:
+        return (
+            f"validation loss has not improved on {untrained} after {progress.iteration} "
+            "iterations; meta.learning_rate may be too high"
+        )
+    return (
+        f"meta-training never improved on {untrained} in {progress.iteration} iterations, so "
+        "best.msgpack holds the untrained optimizer; meta.learning_rate may be too high"
+    )
+
+
 def save_training_state(run_dir: Path, meta_state: MetaState, progress: TrainingProgress) -> None:
-    """Everything `--resume` needs: weights, meta-optimizer state and progress."""
+    """Everything `--resume` needs: weights, meta-optimizer state and progress.
+
+    The state it replaces is kept as the previous one, for `--resume` to fall back on.
+    """
+    latest = runs.training_state_path(run_dir)
+    if latest.is_file():
+        os.replace(latest, runs.previous_training_state_path(run_dir))
     save_tree(
-        runs.training_state_path(run_dir),
+        latest,
         {
             "meta_state": serialization.to_state_dict(meta_state),
             "iteration": progress.iteration,
@@ -188,10 +240,34 @@ def save_training_state(run_dir: Path, meta_state: MetaState, progress: Training
     )
 
 
-def load_training_state(run_dir: Path, template: MetaState) -> tuple[MetaState, TrainingProgress]:
-    """Restores what `save_training_state` wrote, checked against the shapes of `template`."""
-    path = runs.training_state_path(run_dir)
-    tree = load_tree(path)
+def read_training_state(run_dir: Path) -> tuple[dict[str, Any], Path, CheckpointError | None]:
+    """The newest readable training-state tree, its file, and why the latest was not (or None).
+
+    Raises:
+      CheckpointError: neither the latest training state nor the previous one can be read.
+    """
+    latest, previous = runs.training_state_path(run_dir), runs.previous_training_state_path(run_dir)
+    try:
+        return load_tree(latest), latest, None
+    except CheckpointError as latest_error:
+        try:
+            return load_tree(previous), previous, latest_error
+        except CheckpointError as previous_error:
+            raise CheckpointError(
+                f"no intact training state to resume from: {latest_error}; {previous_error}"
+            ) from None
+
+
+def load_training_state(
+    run_dir: Path, template: MetaState
+) -> tuple[MetaState, TrainingProgress, str | None]:
+    """Restores what `save_training_state` wrote, checked against the shapes of `template`.
+
+    Returns:
+      The meta state, the progress, and a one-line note when the latest training state was
+      missing or corrupt and the previous one was restored (else None).
+    """
+    tree, path, latest_error = read_training_state(run_dir)
     try:
         meta_state = serialization.from_state_dict(template, tree["meta_state"])
         progress = TrainingProgress(
@@ -204,6 +280,10 @@ def load_training_state(run_dir: Path, template: MetaState) -> tuple[MetaState, 
     ):
         if np.shape(restored) != np.shape(expected):
             raise CheckpointError(f"{path} does not match this run's config (shapes differ)")
-    return jax.tree.map(
+    note = None
+    if latest_error is not None:
+        note = f"{latest_error}; resumed from {path.name} at iteration {progress.iteration}"
+    placed = jax.tree.map(
         lambda leaf, like: jax.device_put(leaf, like.sharding), meta_state, template
-    ), progress
+    )
+    return placed, progress, note
