@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from l2lgd.atomic import write_atomically
 from l2lgd.config import OptimizerConfig, optimizer_config_from_dict
 from l2lgd.errors import CheckpointError, ConfigError
 from l2lgd.optimizers.learned import init_learned_weights
@@ -33,22 +32,6 @@ def save_tree(path: Path, tree: dict[str, Any]) -> None:
     """Writes `tree` to `path` atomically, with a checksum that `load_tree` verifies."""
     payload = serialization.msgpack_serialize(jax.tree.map(_to_numpy, tree))
     write_atomically(path, CHECKSUM_MAGIC + hashlib.sha256(payload).digest() + payload)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that a reader, or a kill at any moment, sees old or new whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; results and shipped weights are shared
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _to_numpy(leaf: Any) -> Any:

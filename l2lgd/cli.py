@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from l2lgd import runs
+from l2lgd import interrupts, outputs, runs
+from l2lgd.atomic import write_atomically
 from l2lgd.config import TASK_NAMES, Config, load_config, with_overrides
 from l2lgd.errors import DivergenceError, L2LError
+from l2lgd.locks import folder_lock, is_empty
 
 app = typer.Typer(
     help="Learning to learn by gradient descent by gradient descent: meta-train, evaluate, compare, plot.",
@@ -47,13 +49,19 @@ TestSeedOption = Annotated[
 ]
 
 
+ForceOption = Annotated[
+    bool, typer.Option(help="Replace the results already in the output folder.")
+]
+
+
 def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Turns user errors into one line on stderr and exit code 2 (1 for a diverged run)."""
+    """Turns user errors into one line on stderr and exit code 2 (1 for a diverged run); runs the
+    command so that Ctrl-C or SIGTERM stops it at once, cleanly (exit 130 or 143)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            command(*args, **kwargs)
+            interrupts.run_interruptibly(lambda: command(*args, **kwargs))
         except L2LError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
@@ -139,12 +147,13 @@ def meta_train_command(
     """
     from l2lgd import distributed
     from l2lgd.meta.train import meta_train
-    from l2lgd.progress import MetaTrainingDisplay
     from l2lgd.tasks import make_task
 
     distributed.initialize(coordinator, num_processes, process_id)
     primary = distributed.is_primary()
     run_dir = out or Path("runs") / task
+    if primary:
+        outputs.check_writable(run_dir)
     device_overrides = [] if devices is None else [f"meta.devices={devices}"]
     if resume:
         if config is not None or set_ or seed is not None:
@@ -154,36 +163,57 @@ def meta_train_command(
         resolved = with_overrides(runs.load_run_config(run_dir), device_overrides)
         if resolved.task.name != task:
             raise L2LError(f"{run_dir} was trained on task {resolved.task.name}, not {task}")
-        if not runs.training_state_path(run_dir).is_file():
+        if not runs.has_training_state(run_dir):
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
         flags = _flag_overrides(task, seed, None, data_dir) + device_overrides
         resolved = _resolve_config(task, config, set_, flags)
         make_task(resolved.task)  # missing data fails here, before a run folder exists
-        if primary:
-            runs.create_run_dir(run_dir, resolved, force=force)
     if not primary:
         meta_train(resolved, run_dir, resume=resume)
         return
+    with folder_lock(run_dir):
+        if not resume:
+            runs.create_run_dir(run_dir, resolved, force=force)
+        _meta_train_and_report(resolved, run_dir, resume, evaluate)
+
+
+def _meta_train_and_report(config: Config, run_dir: Path, resume: bool, evaluate: bool) -> None:
+    """Meta-trains in a locked run folder with a progress display; then plots and evaluates."""
+    from l2lgd import distributed
+    from l2lgd.meta.train import meta_train
+    from l2lgd.plot import plot_meta_training
+    from l2lgd.progress import MetaTrainingDisplay
+
     typer.echo(f"run folder: {run_dir}", err=True)
-    with MetaTrainingDisplay(resolved.meta.iterations) as display:
-        progress = meta_train(resolved, run_dir, resume=resume, on_iteration=display.update)
+    resume_command = f"l2l meta-train --task {config.task.name} --out {run_dir} --resume"
+    with (
+        interrupts.stop_hint(f"{run_dir} keeps its last checkpoint; continue: {resume_command}"),
+        MetaTrainingDisplay(config.meta.iterations) as display,
+    ):
+        progress = meta_train(config, run_dir, resume=resume, on_iteration=display.update)
     typer.echo(
         f"best validation loss {progress.best_validation_loss:.4g} at iteration "
         f"{progress.best_iteration}; weights: {runs.best_weights_path(run_dir)}",
         err=True,
     )
-    from l2lgd.plot import plot_meta_training
-
-    plot_meta_training(run_dir)
+    with interrupts.critical():
+        plot_meta_training(run_dir)
+    eval_dir = run_dir / "eval"
     if evaluate and distributed.is_multi_process():
         typer.echo(
             f"skipped the test evaluation of a multi-process run; run `l2l evaluate --optimizer "
             f"{run_dir}` on one host",
             err=True,
         )
+    elif evaluate and not is_empty(eval_dir):
+        typer.echo(
+            f"kept the earlier evaluation in {eval_dir}; `l2l evaluate --optimizer {run_dir} "
+            "--force` redoes it",
+            err=True,
+        )
     elif evaluate:
-        _evaluate_and_report(resolved, str(run_dir), run_dir / "eval")
+        _evaluate_and_report(config, str(run_dir), eval_dir, force=False)
 
 
 @app.command("evaluate")
@@ -209,16 +239,21 @@ def evaluate_command(
     test_seed: TestSeedOption = None,
     data_dir: DataDirOption = None,
     set_: SetOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
+    from l2lgd.sources import load_learned
+
     run_dir = Path(optimizer)
     resolved = _evaluation_config(optimizer, task, config, set_, test_seed, data_dir)
+    if not _is_baseline_spec(optimizer):
+        load_learned(optimizer)  # a bad spec fails before an output folder is made
     default_out = (
         run_dir / "eval"
         if run_dir.is_dir()
-        else Path("runs") / "eval" / optimizer.replace(":", "_")
+        else Path("runs") / "eval" / run_dir.name.removesuffix(".msgpack").replace(":", "_")
     )
-    _evaluate_and_report(resolved, optimizer, out or default_out)
+    _evaluate_and_report(resolved, optimizer, out or default_out, force)
 
 
 def _evaluation_config(
@@ -273,25 +308,29 @@ def compare_command(
     test_seed: TestSeedOption = None,
     data_dir: DataDirOption = None,
     set_: SetOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Tune each baseline's learning rate on training problems; compare all on the same test problems."""
-    from l2lgd.compare import compare
-    from l2lgd.plot import plot_curves
+    from l2lgd.compare import compare_optimizers
     from l2lgd.sources import load_learned
     from l2lgd.tasks import make_task
 
     names = _baseline_names(baselines)
+    if not names and not learned:
+        raise L2LError("nothing to compare: name --baselines, or a --learned optimizer, or both")
     resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned or []]
-    make_task(resolved.task)  # missing data fails before anything is printed
     out_dir = out or Path("runs") / f"compare-{task}"
-    typer.echo(
-        f"tuning {', '.join(names)} on {resolved.eval.num_tuning_problems} training problems, "
-        f"then evaluating on {resolved.eval.num_problems} test problems...",
-        err=True,
-    )
-    compare(resolved, names, learned_optimizers, out_dir)
-    figures = plot_curves(out_dir / "curves.json")
+    with outputs.claimed_output_folder(out_dir, force) as folder:
+        make_task(resolved.task)  # missing data fails before anything is printed
+        typer.echo(
+            f"tuning {', '.join(names) or 'no baselines'} on "
+            f"{resolved.eval.num_tuning_problems} training problems, then evaluating on "
+            f"{resolved.eval.num_problems} test problems...",
+            err=True,
+        )
+        summaries, tuning = compare_optimizers(resolved, names, learned_optimizers)
+        figures = _write_results(folder, resolved, summaries, tuning)
     _print_results(out_dir, figures)
 
 
@@ -349,9 +388,11 @@ def sweep_command(
     names = _baseline_names(baselines)
     resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
     learned_optimizers = [load_learned(spec) for spec in learned]
-    make_task(resolved.task)  # missing data fails before any work
-    sweep = architecture_sweep(resolved, learned_optimizers, names, depths, widths, out)
-    figure = plot_sweep(sweep, out / "sweep.png")
+    outputs.check_writable(out)
+    with folder_lock(out):  # finished architectures are kept: a rerun continues the sweep
+        make_task(resolved.task)  # missing data fails before any work
+        sweep = architecture_sweep(resolved, learned_optimizers, names, depths, widths, out)
+        figure = plot_sweep(sweep, out / "sweep.png")
     for label, rows in sweep["optimizers"].items():
         cells = ", ".join(
             f"{row['depth']}x{row['width']}: {row['final_mean']:.4g}"
@@ -419,6 +460,7 @@ def trace_command(
     test_seed: TestSeedOption = None,
     data_dir: DataDirOption = None,
     set_: SetOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Record and plot the update each optimizer proposes for a few coordinates of one test
     problem at every step (the paper's Figures 10-13); eval.num_steps steps."""
@@ -430,26 +472,28 @@ def trace_command(
 
     first_learned = _first_learned_spec(optimizer)
     resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
-    problem_task = make_task(resolved.task)
-    key = stream_key(resolved.eval.seed, TEST_STREAM)
-    try:
-        chosen = chosen_coordinates(problem_task, coordinates, jax.random.fold_in(key, 1))
-    except ValueError as error:
-        raise L2LError(str(error)) from None
-    traces = {
-        label: update_traces(problem_task, transformation, key, resolved.eval.num_steps, chosen)
-        for label, transformation in _labelled_optimizers(optimizer, batched=False).items()
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "task": resolved.task.name,
-        "test_seed": resolved.eval.seed,
-        "coordinates": chosen.tolist(),
-        "updates": {label: trace.tolist() for label, trace in traces.items()},
-    }
-    (out / "traces.json").write_text(json.dumps(record))
-    title = f"updates on one {resolved.task.name} test problem (test seed {resolved.eval.seed})"
-    figure = plot_update_traces(traces, chosen, out / "traces.png", title)
+    with outputs.claimed_output_folder(out, force) as folder:
+        problem_task = make_task(resolved.task)
+        key = stream_key(resolved.eval.seed, TEST_STREAM)
+        try:
+            chosen = chosen_coordinates(problem_task, coordinates, jax.random.fold_in(key, 1))
+        except ValueError as error:
+            raise L2LError(str(error)) from None
+        traces = {
+            label: update_traces(problem_task, transformation, key, resolved.eval.num_steps, chosen)
+            for label, transformation in _labelled_optimizers(optimizer, batched=False).items()
+        }
+        record = {
+            "task": resolved.task.name,
+            "test_seed": resolved.eval.seed,
+            "coordinates": chosen.tolist(),
+            "updates": {label: trace.tolist() for label, trace in traces.items()},
+        }
+        title = f"updates on one {resolved.task.name} test problem (test seed {resolved.eval.seed})"
+        with interrupts.critical():
+            folder.replace_old()
+            write_atomically(out / "traces.json", json.dumps(record).encode())
+            figure = plot_update_traces(traces, chosen, out / "traces.png", title)
     typer.echo(f"results: {out}/ (traces.json, {figure.name})")
 
 
@@ -469,6 +513,7 @@ def stylize_command(
     test_seed: TestSeedOption = None,
     data_dir: DataDirOption = None,
     set_: SetOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Neural Art: content | style | each optimizer's styled image after eval.num_steps steps, on
     test content images (the paper's Figure 9)."""
@@ -482,16 +527,20 @@ def stylize_command(
     resolved = _evaluation_config(first_learned, "style", config, set_, test_seed, data_dir)
     if resolved.task.name != "style":
         raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
-    task = make_task(resolved.task)
-    transformations = _labelled_optimizers(optimizer, batched=True)
-    key = stream_key(resolved.eval.seed, TEST_STREAM)
-    contents, images, losses = stylize(task, transformations, key, count, resolved.eval.num_steps)
-    size = resolved.task.image_size
-    title = (
-        f"{size}x{size}, style {resolved.task.style_image}, {resolved.eval.num_steps} steps, "
-        f"test seed {resolved.eval.seed}; {task.vgg.source}"
-    )
-    figure = write_stylized(out, task, contents, images, losses, title)
+    with outputs.claimed_output_folder(out, force) as folder:
+        task = make_task(resolved.task)
+        transformations = _labelled_optimizers(optimizer, batched=True)
+        key = stream_key(resolved.eval.seed, TEST_STREAM)
+        steps = resolved.eval.num_steps
+        contents, images, losses = stylize(task, transformations, key, count, steps)
+        size = resolved.task.image_size
+        title = (
+            f"{size}x{size}, style {resolved.task.style_image}, {steps} steps, "
+            f"test seed {resolved.eval.seed}; {task.vgg.source}"
+        )
+        with interrupts.critical():
+            folder.replace_old()
+            figure = write_stylized(out, task, contents, images, losses, title)
     for label, values in losses.items():
         typer.echo(f"{label}: final loss {values.mean():.4g} (mean of {count})")
     typer.echo(f"results: {out}/ ({figure.name}, stylized.json)")
@@ -510,14 +559,17 @@ def plot_command(
 
     if not path.exists():
         raise L2LError(f"{path} does not exist")
+    target = out or path
+    outputs.check_writable(target, "--out" if out else "the figures' folder")
     figures = []
-    if (path / runs.METRICS_FILE).is_file():
-        figures += plot_meta_training(path)
-    try:
-        figures += plot_curves(find_curves(path), out)
-    except L2LError:
-        if not figures:
-            raise
+    with folder_lock(target), interrupts.critical():
+        if (path / runs.METRICS_FILE).is_file():
+            figures += plot_meta_training(path, out)
+        try:
+            figures += plot_curves(find_curves(path), out)
+        except L2LError:
+            if not figures:
+                raise
     for figure in figures:
         typer.echo(str(figure))
 
@@ -613,12 +665,18 @@ def _evaluation_line(evaluation: dict[str, Any]) -> str:
     )
 
 
-def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> None:
+def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path, force: bool) -> None:
     """Evaluates one optimizer on the test problems and writes curves, table and figure."""
-    from l2lgd.compare import write_comparison
+    with outputs.claimed_output_folder(out_dir, force) as folder:
+        summary = _evaluate_one(config, optimizer_spec)
+        figures = _write_results(folder, config, [summary], {})
+    _print_results(out_dir, figures)
+
+
+def _evaluate_one(config: Config, optimizer_spec: str) -> Any:
+    """One optimizer's curves on the config's test problems (a CurveSummary)."""
     from l2lgd.evaluate import evaluate_baseline, evaluate_learned
     from l2lgd.optimizers.baselines import parse_baseline_spec
-    from l2lgd.plot import plot_curves
     from l2lgd.seeds import TEST_STREAM, stream_key
     from l2lgd.sources import load_learned
     from l2lgd.tasks import make_task
@@ -643,8 +701,21 @@ def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path) -> 
             num_steps,
             config.eval.test_metrics,
         )
-    write_comparison(out_dir, config, [summary], tuning={})
-    _print_results(out_dir, plot_curves(out_dir / "curves.json"))
+    return summary
+
+
+def _write_results(
+    folder: outputs.OutputFolder, config: Config, summaries: list[Any], tuning: dict[str, Any]
+) -> list[Path]:
+    """Replaces a folder's old results (with --force) by a comparison and its figure, in one
+    critical section: a stopped command leaves the old results or the new, whole."""
+    from l2lgd.compare import write_comparison
+    from l2lgd.plot import plot_curves
+
+    with interrupts.critical():
+        folder.replace_old()
+        write_comparison(folder.path, config, summaries, tuning)
+        return plot_curves(folder.path / "curves.json")
 
 
 def _print_results(out_dir: Path, figures: list[Path]) -> None:

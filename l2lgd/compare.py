@@ -148,6 +148,18 @@ def compare(
     Writes `curves.json` (curves and per-problem final losses), `tuning.json` (the grid search)
     and `summary.md` (the table) into `out_dir`.
     """
+    summaries, tuning = compare_optimizers(config, baselines, learned)
+    write_comparison(out_dir, config, summaries, tuning)
+    return summaries
+
+
+def compare_optimizers(
+    config: Config, baselines: list[str], learned: list[LearnedOptimizer]
+) -> tuple[list[CurveSummary], dict[str, Any]]:
+    """Tunes the baselines and evaluates everything on the test problems; writes nothing.
+
+    Returns every optimizer's curves (learned first) and each baseline's grid search.
+    """
     for name in baselines:
         check_baseline_name(name)
     task = make_task(config.task)
@@ -181,8 +193,7 @@ def compare(
                 config.eval.test_metrics,
             )
         )
-    write_comparison(out_dir, config, summaries, tuning)
-    return summaries
+    return summaries, tuning
 
 
 def write_comparison(

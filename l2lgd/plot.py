@@ -80,8 +80,9 @@ def plot_curves(
     return written
 
 
-def plot_meta_training(run_dir: Path) -> list[Path]:
-    """Meta-loss and validation loss against meta-iteration, from a run's metrics.jsonl."""
+def plot_meta_training(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Meta-loss and validation loss against meta-iteration, from a run's metrics.jsonl; the
+    figures go into the run folder (or out_dir)."""
     records = runs.read_metrics(run_dir)
     if not records:
         raise L2LError(f"{run_dir} has no metrics to plot")
@@ -101,7 +102,9 @@ def plot_meta_training(run_dir: Path) -> list[Path]:
     axis.legend(fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
-    written = [run_dir / f"meta_training.{suffix}" for suffix in ("png", "pdf")]
+    out_dir = out_dir or run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / f"meta_training.{suffix}" for suffix in ("png", "pdf")]
     for path in written:
         figure.savefig(path, dpi=150)
     plt.close(figure)

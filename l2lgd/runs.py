@@ -15,15 +15,15 @@ import functools
 import json
 import math
 import os
-import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from l2lgd.checkpoint import write_atomically
+from l2lgd.atomic import write_atomically
 from l2lgd.config import Config, config_to_dict, load_config, save_config
 from l2lgd.errors import RunDirError
+from l2lgd.locks import clear_folder, is_empty
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -56,13 +56,13 @@ def create_run_dir(run_dir: Path, config: Config, force: bool = False) -> None:
     An existing non-empty folder is an error unless `force` (which deletes it first): results are
     never overwritten without being asked.
     """
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if not is_empty(run_dir):
         if not force:
             raise RunDirError(
                 f"run folder {run_dir} exists already; use --resume to continue it, "
                 "--force to replace it, or --out for another folder"
             )
-        shutil.rmtree(run_dir)
+        clear_folder(run_dir)  # its lock file stays: the caller may hold it
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from l2lgd import runs
+from l2lgd import interrupts, runs
 from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config
 from l2lgd.distributed import is_primary
@@ -193,17 +193,18 @@ def _validate_and_save(
     provenance = runs.provenance(config, progress.iteration, validation_loss)
     if not is_primary():
         return record
-    if improved:
+    with interrupts.critical():  # a Ctrl-C stops the run before these writes or after them
+        if improved:
+            save_weights(
+                runs.best_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
+            )
         save_weights(
-            runs.best_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
+            runs.latest_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
         )
-    save_weights(
-        runs.latest_weights_path(run_dir), meta_state.weights, config.optimizer, provenance
-    )
-    # Metrics first: killed between the two, a resumed run truncates this record and redoes it;
-    # the other way round the record would be lost.
-    runs.append_metrics(run_dir, record, sync=True)
-    save_training_state(run_dir, meta_state, progress)
+        # Metrics first: killed between the two, a resumed run truncates this record and redoes
+        # it; the other way round the record would be lost.
+        runs.append_metrics(run_dir, record, sync=True)
+        save_training_state(run_dir, meta_state, progress)
     return record
 
 
