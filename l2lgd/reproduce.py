@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from l2lgd import runs
+from l2lgd.atomic import write_atomically
 from l2lgd.compare import SUMMARY_FILE, compare
 from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, with_overrides
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
 from l2lgd.evaluate import CURVES_FILE, best_baseline
+from l2lgd.locks import folder_lock
 from l2lgd.meta.train import meta_train, read_training_state
 from l2lgd.optimizers.baselines import BASELINE_NAMES
 from l2lgd.plot import FIGURE_NAME, plot_curves
@@ -312,6 +314,12 @@ def ensure_trained(config: Config, run_dir: Path, force: bool = False, log: Log 
     Returns:
       Whether any training ran.
     """
+    with folder_lock(run_dir):  # another reproduce on the same runs folder fails at once
+        return _train_unless_done(config, run_dir, force, log)
+
+
+def _train_unless_done(config: Config, run_dir: Path, force: bool, log: Log) -> bool:
+    """`ensure_trained` in a locked run folder."""
     state = None if force else _run_state(config, run_dir)
     if state == "done":
         log(f"meta-train {run_dir}: up to date, skipped")
@@ -375,11 +383,16 @@ def ensure_compared(
         log(f"compare {out_dir}: up to date, skipped")
         return False
     log(f"compare {out_dir}: tuning {', '.join(BASELINES)}, then {config.eval.num_problems} tests")
-    stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
-    compare(config, list(BASELINES), [load_learned(spec) for spec in learned], out_dir)
-    plot_curves(out_dir / CURVES_FILE)
-    stamp = {"config": config_to_dict(config), "weights_sha256": weights, "baselines": BASELINES}
-    stamp_path.write_text(json.dumps(stamp, indent=1))
+    with folder_lock(out_dir):
+        stamp_path.unlink(missing_ok=True)  # a comparison cut short must not look current
+        compare(config, list(BASELINES), [load_learned(spec) for spec in learned], out_dir)
+        plot_curves(out_dir / CURVES_FILE)
+        stamp = {
+            "config": config_to_dict(config),
+            "weights_sha256": weights,
+            "baselines": BASELINES,
+        }
+        write_atomically(stamp_path, json.dumps(stamp, indent=1).encode())
     return True
 
 
