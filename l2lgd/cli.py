@@ -329,7 +329,9 @@ def compare_command(
             f"{resolved.eval.num_problems} test problems...",
             err=True,
         )
-        summaries, tuning = compare_optimizers(resolved, names, learned_optimizers)
+        summaries, tuning = compare_optimizers(
+            resolved, names, learned_optimizers, log=lambda line: typer.echo(line, err=True)
+        )
         figures = _write_results(folder, resolved, summaries, tuning)
     _print_results(out_dir, figures)
 
@@ -612,15 +614,17 @@ def reproduce_command(
     if only is not None:
         names = tuple(name.strip() for name in only.split(",") if name.strip())
     default_results = Path("results") if profile == "default" else Path("results") / profile
-    report = reproduce(
-        PROFILES[profile],
-        runs_dir or Path("runs") / f"reproduce-{profile}",
-        results or default_results,
-        test_seed=test_seed,
-        only=names,
-        force=force,
-        log=lambda line: typer.echo(line, err=True),
-    )
+    hint = "finished steps are kept; rerun it without --force to continue where it stopped"
+    with interrupts.stop_hint(hint):
+        report = reproduce(
+            PROFILES[profile],
+            runs_dir or Path("runs") / f"reproduce-{profile}",
+            results or default_results,
+            test_seed=test_seed,
+            only=names,
+            force=force,
+            log=lambda line: typer.echo(line, err=True),
+        )
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -154,30 +156,37 @@ def compare(
 
 
 def compare_optimizers(
-    config: Config, baselines: list[str], learned: list[LearnedOptimizer]
+    config: Config,
+    baselines: list[str],
+    learned: list[LearnedOptimizer],
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[CurveSummary], dict[str, Any]]:
     """Tunes the baselines and evaluates everything on the test problems; writes nothing.
 
-    Returns every optimizer's curves (learned first) and each baseline's grid search.
+    Returns every optimizer's curves (learned first) and each baseline's grid search. `log`, if
+    given, gets one line per optimizer done, with the elapsed time and an estimate of the rest.
     """
     for name in baselines:
         check_baseline_name(name)
     task = make_task(config.task)
     test_key = stream_key(config.eval.seed, TEST_STREAM)
     num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
-    summaries = [
-        evaluate_learned(
-            task,
-            item.label,
-            item.weights,
-            item.config,
-            test_key,
-            num_problems,
-            num_steps,
-            config.eval.test_metrics,
+    progress = _ProgressLog(len(learned) + len(baselines), log)
+    summaries = []
+    for item in learned:
+        summaries.append(
+            evaluate_learned(
+                task,
+                item.label,
+                item.weights,
+                item.config,
+                test_key,
+                num_problems,
+                num_steps,
+                config.eval.test_metrics,
+            )
         )
-        for item in learned
-    ]
+        progress.done(f"{item.label}: final mean loss {summaries[-1].final_mean():.4g}")
     tuning = {}
     for name in baselines:
         search = tune_learning_rate(task, name, config)
@@ -193,7 +202,28 @@ def compare_optimizers(
                 config.eval.test_metrics,
             )
         )
+        progress.done(
+            f"{name}: tuned lr {search.best_learning_rate:.3g}, final mean loss "
+            f"{summaries[-1].final_mean():.4g}"
+        )
     return summaries, tuning
+
+
+class _ProgressLog:
+    """One line per finished optimizer: what it reached, time so far, and an ETA that assumes
+    the rest take as long on average (learned optimizers are faster: it errs long)."""
+
+    def __init__(self, total: int, log: Callable[[str], None] | None) -> None:
+        self.total, self.log, self.count = total, log, 0
+        self.start = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        self.count += 1
+        if self.log is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.count * (self.total - self.count)
+        self.log(f"  [{self.count}/{self.total}] {what}  ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)")
 
 
 def write_comparison(

@@ -253,6 +253,18 @@ def test_compare_writes_every_optimizer_on_the_same_problems(compared, trained, 
     assert "summary.md" in result.stdout
 
 
+def test_compare_reports_each_optimizer_as_it_finishes_with_an_eta(compared):
+    result, out_dir = compared
+    curves = read_json(out_dir / "curves.json")["optimizers"]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  [")]
+    assert [line.split("] ")[1].split(":")[0] for line in lines] == list(curves)
+    assert lines[0].startswith("  [1/3]") and lines[-1].startswith("  [3/3]")
+    assert all("elapsed, ETA " in line for line in lines)
+    assert lines[-1].endswith("ETA 0s)")
+    adam = curves["adam"]
+    assert f"adam: tuned lr {adam['learning_rate']:.3g}, final mean loss" in lines[-2]
+
+
 def test_compare_tunes_each_baseline_to_the_argmin_of_its_grid(compared, tiny_config):
     _, out_dir = compared
     tuning = read_json(out_dir / "tuning.json")
