@@ -657,15 +657,16 @@ def pretrained_command() -> None:
 
 def _evaluation_line(evaluation: dict[str, Any]) -> str:
     """One line of a shipped optimizer's test figures: its loss against the best tuned baseline."""
-    from l2lgd.evaluate import best_baseline
+    from l2lgd.results import comparison_from_figures
 
-    learned, baselines = evaluation["learned"], evaluation["baselines"]
-    best = best_baseline(baselines)
+    comparison = comparison_from_figures(evaluation)
+    (learned,) = comparison.learned()
+    best = comparison.best_baseline()
     return (
-        f"test ({evaluation['num_problems']} problems, {evaluation['num_steps']} steps, seed "
-        f"{evaluation['test_seed']}): final loss {learned['final_mean']:.4g} "
-        f"± {learned['final_ci95']:.2g} vs {best} {baselines[best]['final_mean']:.4g} "
-        f"(ratio {evaluation['ratio_to_best_baseline']:.3f})"
+        f"test ({comparison.num_problems} problems, {comparison.num_steps} steps, seed "
+        f"{comparison.test_seed}): final loss {learned.final_mean:.4g} "
+        f"± {learned.final_ci95:.2g} vs {best.label} {best.final_mean:.4g} "
+        f"(ratio {comparison.ratio_to_best_baseline(learned):.3f})"
     )
 
 
@@ -723,10 +724,12 @@ def _write_results(
 
 
 def _print_results(out_dir: Path, figures: list[Path]) -> None:
-    typer.echo((out_dir / "summary.md").read_text())
-    typer.echo(
-        f"results: {out_dir}/ (curves.json, summary.md, {', '.join(f.name for f in figures)})"
-    )
+    """Prints a results folder's table and names its files."""
+    from l2lgd.results import CURVES_FILE, SUMMARY_FILE, load_comparison, summary_markdown
+
+    typer.echo(summary_markdown(load_comparison(out_dir)))
+    names = ", ".join([CURVES_FILE, SUMMARY_FILE, *(f.name for f in figures)])
+    typer.echo(f"results: {out_dir}/ ({names})")
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ optimizer is then evaluated on the same test problems.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -18,24 +17,13 @@ from typing import Any, Literal
 import numpy as np
 
 from l2lgd.config import Config, EvalConfig, config_to_dict
-from l2lgd.evaluate import (
-    CURVES_FILE,
-    CurveSummary,
-    baseline_curves,
-    evaluate_baseline,
-    evaluate_learned,
-    save_curves,
-    summary_table,
-)
+from l2lgd.evaluate import CurveSummary, baseline_curves, evaluate_baseline, evaluate_learned
 from l2lgd.optimizers.baselines import check_baseline_name
+from l2lgd.results import Comparison, OptimizerResult, save_comparison
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, TUNING_STREAM, stream_key
 from l2lgd.sources import LearnedOptimizer
 from l2lgd.tasks import Task, make_task, task_description
-
-SUMMARY_FILE = "summary.md"
-TUNING_FILE = "tuning.json"
-
 
 # At most this many rates are added past each end of the configured grid (3 decades at 2 per
 # decade), so that a baseline that never stops improving in one direction still ends.
@@ -230,29 +218,17 @@ def write_comparison(
     out_dir: Path, config: Config, summaries: list[CurveSummary], tuning: dict[str, Any]
 ) -> None:
     """Writes curves.json, tuning.json and summary.md for a set of evaluated optimizers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "task": config.task.name,
-        "num_problems": config.eval.num_problems,
-        "num_steps": config.eval.num_steps,
-        "test_seed": config.eval.seed,
-        "config": config_to_dict(config),
-    }
-    save_curves(out_dir / CURVES_FILE, summaries, metadata)
-    (out_dir / TUNING_FILE).write_text(json.dumps(_json_safe(tuning), indent=1))
-    header = (
-        f"# {config.task.name}: {config.eval.num_problems} held-out problems "
-        f"(test seed {config.eval.seed}), {config.eval.num_steps} steps\n\n"
+    results = [
+        OptimizerResult.from_summary(s, None if s.learning_rate is None else tuning.get(s.label))
+        for s in summaries
+    ]
+    comparison = Comparison(
+        task=config.task.name,
+        test_seed=config.eval.seed,
+        num_problems=config.eval.num_problems,
+        num_steps=config.eval.num_steps,
+        optimizers=tuple(results),
+        config=config_to_dict(config),
+        description=task_description(config.task),
     )
-    if description := task_description(config.task):
-        header += description + "\n\n"
-    (out_dir / SUMMARY_FILE).write_text(header + summary_table(summaries, config.eval.num_steps))
-
-
-def _json_safe(tree: Any) -> Any:
-    """Replaces inf and NaN (not valid JSON) by None, recursively."""
-    if isinstance(tree, dict):
-        return {str(key): _json_safe(value) for key, value in tree.items()}
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return None
-    return tree
+    save_comparison(out_dir, comparison)

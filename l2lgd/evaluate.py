@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,9 +18,6 @@ from l2lgd.optimizers.baselines import baseline
 from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.tasks import Task
-
-CURVES_FILE = "curves.json"
-
 
 Metrics = dict[str, jax.Array]
 
@@ -218,76 +213,3 @@ class CurveSummary:
 def ci95_half_width(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """Half-width of the 95% confidence interval of the mean (normal approximation)."""
     return 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(values.shape[axis])
-
-
-def save_curves(path: Path, summaries: list[CurveSummary], metadata: dict[str, Any]) -> None:
-    """Writes every optimizer's mean curve, CI and per-problem final losses as readable JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        **metadata,
-        "optimizers": {
-            summary.label: {
-                "learning_rate": summary.learning_rate,
-                "mean": _json_floats(summary.mean_curve()),
-                "ci95": _json_floats(summary.ci95_curve()),
-                "final_mean": _json_float(summary.final_mean()),
-                "final_ci95": _json_float(summary.final_ci95()),
-                "final_losses": _json_floats(summary.final_losses),
-                "test_metrics": {
-                    name: {
-                        "mean": _json_float(float(values.mean())),
-                        "ci95": _json_float(float(ci95_half_width(values))),
-                        "per_problem": _json_floats(values),
-                    }
-                    for name, values in summary.test_metrics.items()
-                },
-            }
-            for summary in summaries
-        },
-    }
-    path.write_text(json.dumps(document, indent=1))
-
-
-def _json_float(value: float) -> float | None:
-    """JSON has no inf or NaN: a diverged value is written as null."""
-    return float(value) if math.isfinite(value) else None
-
-
-def _json_floats(values: np.ndarray) -> list[float | None]:
-    return [_json_float(value) for value in np.asarray(values, np.float64)]
-
-
-def best_baseline(optimizers: dict[str, dict[str, Any]]) -> str | None:
-    """The label of the baseline (an entry with a learning rate) with the lowest final mean loss
-    in a curves.json `optimizers` table, or None if every baseline diverged (or there is none)."""
-    finite = {
-        label: entry["final_mean"]
-        for label, entry in optimizers.items()
-        if entry["learning_rate"] is not None and entry["final_mean"] is not None
-    }
-    return min(finite, key=finite.get, default=None)
-
-
-def summary_table(summaries: list[CurveSummary], step: int) -> str:
-    """A Markdown table of final mean losses with 95% CIs and the ratio to the best baseline."""
-    baselines = [
-        s for s in summaries if s.learning_rate is not None and math.isfinite(s.final_mean())
-    ]
-    best = min((s.final_mean() for s in baselines), default=math.nan)
-    metric_names = sorted({name for s in summaries for name in s.test_metrics})
-    header = ["optimizer", "learning rate", f"mean loss at step {step}", "95% CI"]
-    header += ["ratio to best baseline", *(f"{name} (95% CI)" for name in metric_names)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for summary in summaries:
-        lr = "learned" if summary.learning_rate is None else f"{summary.learning_rate:.3g}"
-        mean, ci = summary.final_mean(), summary.final_ci95()
-        ratio = mean / best if math.isfinite(best) and best > 0 else math.nan
-        cells = [summary.label, lr, f"{mean:.4g}", f"[{mean - ci:.4g}, {mean + ci:.4g}]"]
-        cells.append(f"{ratio:.3f}")
-        for name in metric_names:
-            values = summary.test_metrics.get(name)
-            cells.append(
-                "" if values is None else f"{values.mean():.4g} ± {ci95_half_width(values):.2g}"
-            )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from l2lgd import runs  # noqa: E402
 from l2lgd.errors import L2LError  # noqa: E402
-from l2lgd.evaluate import CURVES_FILE  # noqa: E402
+from l2lgd.results import CURVES_FILE, load_comparison  # noqa: E402
 
 FIGURE_NAME = "loss"
 
@@ -37,21 +36,16 @@ def plot_curves(
     curves_path: Path, out_dir: Path | None = None, title: str | None = None
 ) -> list[Path]:
     """Draws every optimizer of a curves.json; writes loss.png and loss.pdf next to it (or in out_dir)."""
-    document = json.loads(curves_path.read_text())
+    comparison = load_comparison(curves_path)
     out_dir = out_dir or curves_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(5.5, 4.0))
     means = []
-    for label, entry in document["optimizers"].items():
-        mean = _as_array(entry["mean"])
-        ci = _as_array(entry["ci95"])
+    for result in comparison.optimizers:
+        mean, ci = result.mean, result.ci95  # NaN where diverged: matplotlib leaves it out
         steps = np.arange(mean.size)
         means.append(mean)
-        name = (
-            label
-            if entry["learning_rate"] is None
-            else f"{label} (lr {entry['learning_rate']:.2g})"
-        )
+        name = result.label if result.learned else f"{result.label} (lr {result.learning_rate:.2g})"
         (line,) = axis.plot(steps, mean, label=name, linewidth=1.6)
         axis.fill_between(
             steps,
@@ -67,7 +61,7 @@ def plot_curves(
     axis.set_ylabel("loss")
     axis.set_title(
         title
-        or f"{document['task']}: mean over {document['num_problems']} test problems (shaded: 95% CI)",
+        or f"{comparison.task}: mean over {comparison.num_problems} test problems (shaded: 95% CI)",
         fontsize=9,
     )
     axis.legend(fontsize=8)
@@ -116,8 +110,3 @@ def _loss_limits(means: list[np.ndarray]) -> tuple[float, float]:
     finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in means])
     start = max(float(m[0]) for m in means if np.isfinite(m[0]))
     return float(finite.min()) / 2, 3 * max(start, float(np.median(finite)))
-
-
-def _as_array(values: list[float | None]) -> np.ndarray:
-    """JSON nulls (diverged values) become NaN, which matplotlib leaves out."""
-    return np.array([np.nan if v is None else v for v in values], dtype=float)

@@ -12,7 +12,6 @@ provenance holds, besides the training config, seed, iteration and code version:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -23,7 +22,8 @@ from l2lgd import runs
 from l2lgd.checkpoint import load_weights, save_weights
 from l2lgd.config import config_from_dict
 from l2lgd.errors import L2LError
-from l2lgd.evaluate import CURVES_FILE, best_baseline, learned_curves
+from l2lgd.evaluate import learned_curves
+from l2lgd.results import figures_record, load_comparison
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, stream_key
 from l2lgd.tasks import make_task
@@ -88,39 +88,14 @@ def check_figure(weights: Any, provenance: dict[str, Any], check: CheckSpec) -> 
 def evaluation_figures(comparison_dir: Path, learned_label: str | None = None) -> dict[str, Any]:
     """The headline figures of one learned optimizer in an `l2l compare` folder: the only one,
     or the one labelled `learned_label` (e.g. "LSTM (cifar10_sub)")."""
-    document = json.loads((comparison_dir / CURVES_FILE).read_text())
-    entries = document["optimizers"]
-    learned = [
-        entry
-        for label, entry in entries.items()
-        if entry["learning_rate"] is None and learned_label in (None, label)
-    ]
+    comparison = load_comparison(comparison_dir)
+    learned = [r for r in comparison.learned() if learned_label in (None, r.label)]
     if len(learned) != 1:
         wanted = "" if learned_label is None else f" labelled {learned_label!r}"
         raise L2LError(
             f"{comparison_dir} holds {len(learned)} learned optimizers{wanted}; expected 1"
         )
-    baselines = {
-        label: _figures(entry) for label, entry in entries.items() if entry["learning_rate"]
-    }
-    best_label = best_baseline(entries)
-    best = math.nan if best_label is None else entries[best_label]["final_mean"]
-    mean = learned[0]["final_mean"]
-    return {
-        "test_seed": document["test_seed"],
-        "num_problems": document["num_problems"],
-        "num_steps": document["num_steps"],
-        "learned": _figures(learned[0]),
-        "baselines": baselines,
-        "ratio_to_best_baseline": mean / best if mean is not None and best > 0 else None,
-    }
-
-
-def _figures(entry: dict[str, Any]) -> dict[str, Any]:
-    figures = {key: entry[key] for key in ("learning_rate", "final_mean", "final_ci95")}
-    for metric, values in entry.get("test_metrics", {}).items():
-        figures[metric] = values["mean"]
-    return figures
+    return figures_record(comparison, learned[0])
 
 
 def package_pretrained(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,15 +21,15 @@ from typing import Any
 
 from l2lgd import runs
 from l2lgd.atomic import write_atomically
-from l2lgd.compare import SUMMARY_FILE, compare
+from l2lgd.compare import compare
 from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, with_overrides
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
-from l2lgd.evaluate import CURVES_FILE, best_baseline
 from l2lgd.locks import folder_lock
 from l2lgd.meta.train import meta_train, read_training_state
 from l2lgd.optimizers.baselines import BASELINE_NAMES
 from l2lgd.plot import FIGURE_NAME, plot_curves
 from l2lgd.pretrained import PRETRAINED_PREFIX, pretrained_names, pretrained_path
+from l2lgd.results import CURVES_FILE, Comparison, OptimizerResult, load_comparison, summary_table
 from l2lgd.sources import load_learned
 from l2lgd.tasks import make_task
 
@@ -451,24 +450,28 @@ def write_report(
     return path
 
 
-def _headline(outcome: Outcome) -> dict[str, Any] | None:
-    """Learned and best-baseline figures of a finished comparison, or None."""
-    path = outcome.out_dir / CURVES_FILE
-    if outcome.skipped or not path.is_file():
+@dataclass(frozen=True)
+class _Headline:
+    """A finished comparison: its (freshly trained) learned optimizer against the best tuned
+    baseline (None if every baseline diverged), and whether the paper's claim held."""
+
+    comparison: Comparison
+    learned: OptimizerResult
+    best: OptimizerResult | None
+    ratio: float
+    held: bool
+
+
+def _headline(outcome: Outcome) -> _Headline | None:
+    """The headline of a finished comparison, or None."""
+    if outcome.skipped or not (outcome.out_dir / CURVES_FILE).is_file():
         return None
-    entries = json.loads(path.read_text())["optimizers"]
-    learned = next(e for e in entries.values() if e["learning_rate"] is None)
-    best = best_baseline(entries)
-    mean, best_mean = learned["final_mean"], entries[best]["final_mean"]
-    ratio = mean / best_mean if mean is not None else math.inf
+    comparison = load_comparison(outcome.out_dir)
+    learned = comparison.learned()[0]
+    ratio = comparison.ratio_to_best_baseline(learned)
     wins = ratio < 1
-    return {
-        "learned": learned,
-        "best": best,
-        "best_entry": entries[best],
-        "ratio": ratio,
-        "held": wins == outcome.experiment.learned_wins,
-    }
+    held = wins == outcome.experiment.learned_wins
+    return _Headline(comparison, learned, comparison.best_baseline(), ratio, held)
 
 
 def _summary_row(outcome: Outcome) -> str:
@@ -476,18 +479,18 @@ def _summary_row(outcome: Outcome) -> str:
     if headline is None:
         reason = outcome.skipped or "not run"
         return f"| {experiment.name} | {experiment.figure} | skipped: {reason} | | | |"
-    learned, best = headline["learned"], headline["best_entry"]
+    best = headline.best
+    best_cell = "all diverged" if best is None else f"{best.label} {_mean_ci(best)}"
     return (
-        f"| {experiment.name} | {experiment.figure} | {_mean_ci(learned)} | "
-        f"{headline['best']} {_mean_ci(best)} | {headline['ratio']:.3f} | "
-        f"{'yes' if headline['held'] else '**no**'} |"
+        f"| {experiment.name} | {experiment.figure} | {_mean_ci(headline.learned)} | "
+        f"{best_cell} | {headline.ratio:.3f} | {'yes' if headline.held else '**no**'} |"
     )
 
 
-def _mean_ci(entry: dict[str, Any]) -> str:
-    if entry["final_mean"] is None:
+def _mean_ci(result: OptimizerResult) -> str:
+    if result.diverged:
         return "diverged"
-    return f"{entry['final_mean']:.4g} ± {entry['final_ci95']:.2g}"
+    return f"{result.final_mean:.4g} ± {result.final_ci95:.2g}"
 
 
 def _experiment_section(outcome: Outcome, results_dir: Path) -> list[str]:
@@ -496,17 +499,20 @@ def _experiment_section(outcome: Outcome, results_dir: Path) -> list[str]:
     if headline is None:
         return [*lines, "", f"Skipped: {outcome.skipped or 'not run'}."]
     relative = outcome.out_dir.relative_to(results_dir)
-    verdict = "held" if headline["held"] else "did **not** hold"
-    header, _, table = (outcome.out_dir / SUMMARY_FILE).read_text().partition("\n\n")
+    verdict = "held" if headline.held else "did **not** hold"
+    best = "none: every baseline diverged" if headline.best is None else headline.best.label
+    comparison = headline.comparison
     lines += [
         "",
-        f"Here ({header.lstrip('# ')}): ratio {headline['ratio']:.3f} to the best tuned "
-        f"baseline ({headline['best']}); the claim {verdict}.",
+        f"Here ({comparison.heading()}): ratio {headline.ratio:.3f} to the best tuned "
+        f"baseline ({best}); the claim {verdict}.",
         "",
         f"![{experiment.name}]({relative}/{FIGURE_NAME}.png)",
         "",
-        table.strip(),
     ]
+    if comparison.description:
+        lines += [comparison.description, ""]
+    lines.append(summary_table(comparison).strip())
     if outcome.shipped:
         names = ", ".join(f"`{spec.removeprefix(PRETRAINED_PREFIX)}`" for spec in outcome.shipped)
         lines += [

@@ -14,7 +14,7 @@ from typing import Any
 
 from l2lgd.compare import compare
 from l2lgd.config import Config, config_from_dict
-from l2lgd.evaluate import CURVES_FILE
+from l2lgd.results import CURVES_FILE, Comparison, json_float, load_comparison
 from l2lgd.sources import LearnedOptimizer
 
 SWEEP_FILE = "sweep.json"
@@ -43,14 +43,14 @@ def architecture_sweep(
         for width in widths:
             arch_config = architecture_config(config, depth, width)
             arch_dir = out_dir / f"{depth}x{width}"
-            for label, entry in _comparison(arch_config, learned, baselines, arch_dir).items():
-                results.setdefault(label, []).append(
+            for result in _comparison(arch_config, learned, baselines, arch_dir).optimizers:
+                results.setdefault(result.label, []).append(
                     {
                         "depth": depth,
                         "width": width,
-                        "final_mean": entry["final_mean"],
-                        "final_ci95": entry["final_ci95"],
-                        "learning_rate": entry["learning_rate"],
+                        "final_mean": json_float(result.final_mean),
+                        "final_ci95": json_float(result.final_ci95),
+                        "learning_rate": result.learning_rate,
                     }
                 )
     sweep = {
@@ -68,18 +68,19 @@ def architecture_sweep(
 
 def _comparison(
     config: Config, learned: list[LearnedOptimizer], baselines: list[str], out_dir: Path
-) -> dict[str, Any]:
-    """The `optimizers` table of out_dir/curves.json, computed unless it exists for `config`
-    and the same optimizers."""
-    path = out_dir / CURVES_FILE
-    if path.is_file():
-        document = json.loads(path.read_text())
+) -> Comparison:
+    """The comparison in out_dir, computed unless it exists for `config` and the same
+    optimizers."""
+    if (out_dir / CURVES_FILE).is_file():
+        comparison = load_comparison(out_dir)
         labels = {item.label for item in learned}
-        same_config = "config" in document and config_from_dict(document["config"]) == config
-        if same_config and labels <= set(document["optimizers"]):
-            return document["optimizers"]
+        same_config = (
+            comparison.config is not None and config_from_dict(comparison.config) == config
+        )
+        if same_config and labels <= set(comparison.labels):
+            return comparison
     compare(config, baselines, learned, out_dir)
-    return json.loads(path.read_text())["optimizers"]
+    return load_comparison(out_dir)
 
 
 def plot_sweep(sweep: dict[str, Any], path: Path) -> Path:

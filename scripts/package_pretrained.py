@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from l2lgd.pretrained import CheckSpec, package_pretrained, read_provenance, refresh_evaluation
+from l2lgd.results import comparison_from_figures
 
 
 def main() -> None:
@@ -36,7 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.refresh:
         path = refresh_evaluation(args.name, args.comparison, args.learned_label)
-        print(f"wrote {path}: {read_provenance(args.name)['evaluation']['ratio_to_best_baseline']}")
+        comparison = comparison_from_figures(read_provenance(args.name)["evaluation"])
+        ratio = comparison.ratio_to_best_baseline(comparison.learned()[0])
+        print(f"wrote {path}: ratio to the best baseline {ratio:.3f}")
         return
     if args.run is None or args.description is None:
         parser.error("--run and --description are required unless --refresh")

@@ -11,10 +11,11 @@ shared by the two cancels). A ratio CI that excludes 1 is a difference the test 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from l2lgd.results import Comparison, load_comparison
 
 
 def bootstrap_ratio_ci(
@@ -28,26 +29,26 @@ def bootstrap_ratio_ci(
     return float(low), float(high)
 
 
-def ratio_table(curves: dict, reference: str, resamples: int = 10_000, seed: int = 0) -> str:
+def ratio_table(
+    comparison: Comparison, reference: str, resamples: int = 10_000, seed: int = 0
+) -> str:
     """A Markdown table: optimizer, mean final loss, 95% CI, ratio to `reference` and its CI."""
-    optimizers = curves["optimizers"]
-    if reference not in optimizers:
-        raise SystemExit(f"no optimizer {reference!r}; have: {', '.join(optimizers)}")
-    base = np.asarray(optimizers[reference]["final_losses"], np.float64)
+    if reference not in comparison.labels:
+        raise SystemExit(f"no optimizer {reference!r}; have: {', '.join(comparison.labels)}")
+    base = comparison.optimizer(reference).final_losses
     lines = [
         f"| optimizer | mean final loss | 95% CI | ratio to {reference} | 95% CI (paired) |",
         "|---|---|---|---|---|",
     ]
-    for name, summary in optimizers.items():
-        losses = np.asarray(summary["final_losses"], np.float64)
-        mean, half = summary["final_mean"], summary["final_ci95"]
-        if mean is None or not np.all(np.isfinite(losses)):
+    for result in comparison.optimizers:
+        losses, mean, half = result.final_losses, result.final_mean, result.final_ci95
+        if result.diverged or not np.all(np.isfinite(losses)):
             diverged = int(np.sum(~np.isfinite(losses)))
-            lines.append(f"| {name} | diverged on {diverged} of {len(losses)} | | | |")
+            lines.append(f"| {result.label} | diverged on {diverged} of {len(losses)} | | | |")
             continue
         low, high = bootstrap_ratio_ci(losses, base, resamples, seed)
         lines.append(
-            f"| {name} | {mean:.4g} | [{mean - half:.4g}, {mean + half:.4g}] | "
+            f"| {result.label} | {mean:.4g} | [{mean - half:.4g}, {mean + half:.4g}] | "
             f"{losses.mean() / base.mean():.3f} | [{low:.3f}, {high:.3f}] |"
         )
     return "\n".join(lines)
@@ -59,12 +60,9 @@ def main() -> None:
     parser.add_argument("--reference", required=True, help="the optimizer label to divide by")
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
-    curves = json.loads(args.curves.read_text())
-    print(
-        f"{curves['task']}: {curves['num_problems']} problems, test seed {curves['test_seed']}, "
-        f"final step {curves['num_steps']}\n"
-    )
-    print(ratio_table(curves, args.reference, args.resamples))
+    comparison = load_comparison(args.curves)
+    print(f"{comparison.heading()}\n")
+    print(ratio_table(comparison, args.reference, args.resamples))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import pytest
 
 from l2lgd.compare import (
     MAX_GRID_EXTENSIONS,
-    TUNING_FILE,
     LearningRateSearch,
     compare,
     learning_rate_grid,
@@ -16,6 +15,7 @@ from l2lgd.compare import (
 )
 from l2lgd.config import EvalConfig, with_overrides
 from l2lgd.evaluate import baseline_curves
+from l2lgd.results import TUNING_FILE
 from l2lgd.seeds import TUNING_STREAM, stream_key
 from l2lgd.tasks import make_task
 

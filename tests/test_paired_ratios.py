@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from l2lgd.results import comparison_from_document
+
 SPEC = importlib.util.spec_from_file_location(
     "paired_ratios", Path(__file__).parents[1] / "scripts" / "paired_ratios.py"
 )
@@ -26,21 +28,27 @@ def test_pairing_resolves_a_small_shared_noise_difference():
     assert low < losses.mean() / reference.mean() < high < 1.0
     curves = {
         "optimizers": {
-            name: {"final_losses": list(values), "final_mean": values.mean(), "final_ci95": 0.1}
+            name: {
+                "learning_rate": None,
+                "final_losses": list(values),
+                "final_mean": values.mean(),
+                "final_ci95": 0.1,
+            }
             for name, values in (("ref", reference), ("new", losses))
         }
     }
-    table = paired_ratios.ratio_table(curves, "ref", resamples=200)
+    table = paired_ratios.ratio_table(comparison_from_document(curves), "ref", resamples=200)
     assert "| new |" in table and "| 1.000 | [1.000, 1.000] |" in table
 
 
 def test_a_diverged_optimizer_gets_a_row_that_says_so():
     reference = np.linspace(1.0, 2.0, 4)
+    entry = {"learning_rate": None, "final_ci95": 0.1}
     curves = {
         "optimizers": {
-            "ref": {"final_losses": list(reference), "final_mean": 1.5, "final_ci95": 0.1},
-            "bad": {"final_losses": [1.0, None, 1.0, 1.0], "final_mean": None, "final_ci95": None},
+            "ref": {**entry, "final_losses": list(reference), "final_mean": 1.5},
+            "bad": {**entry, "final_losses": [1.0, None, 1.0, 1.0], "final_mean": None},
         }
     }
-    table = paired_ratios.ratio_table(curves, "ref", resamples=50)
+    table = paired_ratios.ratio_table(comparison_from_document(curves), "ref", resamples=50)
     assert "| bad | diverged on 1 of 4 | | | |" in table

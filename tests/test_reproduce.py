@@ -10,10 +10,8 @@ from typer.testing import CliRunner
 from l2lgd import runs
 from l2lgd.checkpoint import load_tree
 from l2lgd.cli import app
-from l2lgd.compare import SUMMARY_FILE
 from l2lgd.data import DATA_DIR_ENV
 from l2lgd.errors import ConfigError
-from l2lgd.evaluate import CURVES_FILE
 from l2lgd.meta.train import meta_train
 from l2lgd.reproduce import (
     EXPERIMENTS,
@@ -27,6 +25,7 @@ from l2lgd.reproduce import (
     training_config,
     write_report,
 )
+from l2lgd.results import CURVES_FILE
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
@@ -155,7 +154,7 @@ def test_unknown_experiment_is_a_config_error(tmp_path):
 
 
 def fake_comparison(out_dir: Path, learned: float, best_baseline: float) -> None:
-    """A comparison folder as `compare` writes it, with chosen final losses."""
+    """A comparison folder's curves.json with chosen final losses (the report reads no more)."""
     out_dir.mkdir(parents=True)
     entry = {"final_ci95": 0.01, "test_metrics": {}}
     optimizers = {
@@ -164,7 +163,6 @@ def fake_comparison(out_dir: Path, learned: float, best_baseline: float) -> None
         "sgd": {**entry, "learning_rate": 0.1, "final_mean": 10 * best_baseline},
     }
     (out_dir / CURVES_FILE).write_text(json.dumps({"optimizers": optimizers}))
-    (out_dir / SUMMARY_FILE).write_text("# header\n\n| table |\n")
 
 
 @pytest.mark.parametrize(
