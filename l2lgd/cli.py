@@ -13,7 +13,7 @@ import typer
 
 from l2lgd import interrupts, outputs, runs
 from l2lgd.atomic import write_atomically
-from l2lgd.config import TASK_NAMES, Config, load_config, with_overrides
+from l2lgd.config import TASK_NAMES, Config, check_task_name, load_config, with_overrides
 from l2lgd.errors import DivergenceError, L2LError
 from l2lgd.locks import folder_lock, is_empty
 
@@ -28,10 +28,24 @@ app = typer.Typer(
 # load JAX for --help).
 DEFAULT_BASELINES = "sgd,momentum,nag,rmsprop,adam"
 
-TaskOption = Annotated[str, typer.Option(help=f"Problem family: {', '.join(TASK_NAMES)}.")]
+# Without --config, a task's config is the shipped config of the same name (configs/TASK.yaml).
+DEFAULT_TASK = "quadratic"
+
+TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Problem family: {', '.join(TASK_NAMES)} (default: the config's, else "
+        f"{DEFAULT_TASK}); alone, it selects that task's shipped config."
+    ),
+]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: built-in defaults)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file, or a shipped config's name, e.g. mnist_40units (default: the "
+        "task's shipped config).",
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -73,10 +87,10 @@ def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _flag_overrides(
-    task: str, seed: int | None = None, test_seed: int | None = None, data_dir: Path | None = None
+    seed: int | None = None, test_seed: int | None = None, data_dir: Path | None = None
 ) -> list[str]:
-    """The config overrides that dedicated flags stand for (--task, --seed, --test-seed, --data-dir)."""
-    overrides = [f"task.name={task}"]
+    """The config overrides that dedicated flags stand for (--seed, --test-seed, --data-dir)."""
+    overrides = []
     if seed is not None:
         overrides.append(f"seed={seed}")
     if test_seed is not None:
@@ -87,21 +101,30 @@ def _flag_overrides(
 
 
 def _resolve_config(
-    task: str, config_path: Path | None, overrides: list[str] | None, flags: list[str]
+    task: str | None, config_path: Path | None, overrides: list[str] | None, flags: list[str]
 ) -> Config:
-    """Config file (or defaults), then the flags, then --set; validated."""
-    config = load_config(config_path, [*flags, *(overrides or [])])
-    if config_path is not None and load_config(config_path).task.name != task:
-        raise L2LError(f"--task {task} does not match task.name in {config_path}")
+    """The config file (default: the task's shipped config), then the flags, then --set;
+    validated. A named task must be the config's: the two never silently disagree."""
+    if task is not None:
+        check_task_name(task)
+    reference = config_path if config_path is not None else (task or DEFAULT_TASK)
+    config = load_config(reference, [*flags, *(overrides or [])])
+    if task is not None and config.task.name != task:
+        raise L2LError(
+            f"--task {task} does not match the config's task.name {config.task.name} "
+            f"({reference}); drop --task or pick a {task} config"
+        )
     return config
 
 
 @app.command("meta-train")
 @_user_errors
 def meta_train_command(
-    task: TaskOption = "quadratic",
+    task: TaskOption = None,
     config: ConfigOption = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/TASK).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/TASK, the config's task).")
+    ] = None,
     seed: SeedOption = None,
     data_dir: DataDirOption = None,
     set_: SetOption = None,
@@ -151,23 +174,26 @@ def meta_train_command(
 
     distributed.initialize(coordinator, num_processes, process_id)
     primary = distributed.is_primary()
-    run_dir = out or Path("runs") / task
-    if primary:
-        outputs.check_writable(run_dir)
     device_overrides = [] if devices is None else [f"meta.devices={devices}"]
     if resume:
         if config is not None or set_ or seed is not None:
             raise L2LError(
                 "--resume continues with the run's own config.yaml; drop --config/--set/--seed"
             )
+        run_dir = out or Path("runs") / (task or DEFAULT_TASK)
+        if primary:
+            outputs.check_writable(run_dir)
         resolved = with_overrides(runs.load_run_config(run_dir), device_overrides)
-        if resolved.task.name != task:
+        if task is not None and resolved.task.name != task:
             raise L2LError(f"{run_dir} was trained on task {resolved.task.name}, not {task}")
         if not runs.has_training_state(run_dir):
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
-        flags = _flag_overrides(task, seed, None, data_dir) + device_overrides
+        flags = _flag_overrides(seed, None, data_dir) + device_overrides
         resolved = _resolve_config(task, config, set_, flags)
+        run_dir = out or Path("runs") / resolved.task.name
+        if primary:
+            outputs.check_writable(run_dir)
         make_task(resolved.task)  # missing data fails here, before a run folder exists
     if not primary:
         meta_train(resolved, run_dir, resume=resume)
@@ -264,14 +290,14 @@ def _evaluation_config(
     test_seed: int | None,
     data_dir: Path | None,
 ) -> Config:
-    """The config to evaluate an optimizer with: without --config, the one a learned optimizer
-    was trained with (and its task), else the config file or defaults; then flags and --set."""
+    """The config to test optimizers with: --config if given; else the config the learned
+    optimizer was trained with, if it was trained on `task` (or no task is named); else the
+    task's shipped config. Then the flags and --set."""
+    flags = _flag_overrides(None, test_seed, data_dir)
     training_config = None
     if config is None and optimizer_spec is not None:
         training_config = _training_config(optimizer_spec)
-    task = task or (training_config.task.name if training_config else "quadratic")
-    flags = _flag_overrides(task, None, test_seed, data_dir)
-    if training_config is not None:
+    if training_config is not None and task in (None, training_config.task.name):
         return with_overrides(training_config, [*flags, *(overrides or [])])
     return _resolve_config(task, config, overrides, flags)
 
@@ -291,7 +317,7 @@ def _training_config(optimizer_spec: str) -> Config | None:
 @app.command("compare")
 @_user_errors
 def compare_command(
-    task: TaskOption = "quadratic",
+    task: TaskOption = None,
     baselines: Annotated[
         str, typer.Option(help="Comma-separated baselines to tune and compare.")
     ] = DEFAULT_BASELINES,
@@ -310,7 +336,11 @@ def compare_command(
     set_: SetOption = None,
     force: ForceOption = False,
 ) -> None:
-    """Tune each baseline's learning rate on training problems; compare all on the same test problems."""
+    """Tune each baseline's learning rate on training problems; compare all on the same test problems.
+
+    Without --config: the config the first --learned optimizer was trained with (if on --task),
+    else the task's shipped config.
+    """
     from l2lgd.compare import compare_optimizers
     from l2lgd.sources import load_learned
     from l2lgd.tasks import make_task
@@ -318,9 +348,10 @@ def compare_command(
     names = _baseline_names(baselines)
     if not names and not learned:
         raise L2LError("nothing to compare: name --baselines, or a --learned optimizer, or both")
-    resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
+    first_learned = learned[0] if learned else None
+    resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
     learned_optimizers = [load_learned(spec) for spec in learned or []]
-    out_dir = out or Path("runs") / f"compare-{task}"
+    out_dir = out or Path("runs") / f"compare-{resolved.task.name}"
     with outputs.claimed_output_folder(out_dir, force) as folder:
         make_task(resolved.task)  # missing data fails before anything is printed
         typer.echo(
@@ -364,7 +395,9 @@ def sweep_command(
         list[str],
         typer.Option(help="Learned optimizer (repeatable): a run folder, weights file or name."),
     ],
-    task: TaskOption = "mnist",
+    task: Annotated[
+        str, typer.Option(help="Problem family: mnist (the MLP whose architecture varies).")
+    ] = "mnist",
     config: ConfigOption = None,
     layers: Annotated[str, typer.Option(help="Hidden-layer counts, comma-separated.")] = "1,2",
     units: Annotated[
@@ -388,7 +421,7 @@ def sweep_command(
         raise L2LError(f"sweep varies an MLP's architecture: --task mnist, not {task}")
     depths, widths = _integers(layers, "--layers"), _integers(units, "--units")
     names = _baseline_names(baselines)
-    resolved = _resolve_config(task, config, set_, _flag_overrides(task, None, test_seed, data_dir))
+    resolved = _evaluation_config(learned[0], task, config, set_, test_seed, data_dir)
     learned_optimizers = [load_learned(spec) for spec in learned]
     outputs.check_writable(out)
     with folder_lock(out):  # finished architectures are kept: a rerun continues the sweep
@@ -526,7 +559,8 @@ def stylize_command(
     if count < 1:
         raise L2LError(f"--count must be at least 1, got {count}")
     first_learned = _first_learned_spec(optimizer)
-    resolved = _evaluation_config(first_learned, "style", config, set_, test_seed, data_dir)
+    named_task = None if config is not None else "style"  # a --config's task is checked below
+    resolved = _evaluation_config(first_learned, named_task, config, set_, test_seed, data_dir)
     if resolved.task.name != "style":
         raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
     with outputs.claimed_output_folder(out, force) as folder:
@@ -580,7 +614,11 @@ def plot_command(
 @_user_errors
 def reproduce_command(
     profile: Annotated[
-        str, typer.Option(help="Budget: default (a 2-core CPU, about 1.5 hours) or paper (a GPU).")
+        str,
+        typer.Option(
+            help="Budget: default (a 2-core CPU, about 1.5 hours), paper (a GPU) or smoke "
+            "(minutes; checks that every step runs, its numbers mean nothing)."
+        ),
     ] = "default",
     results: Annotated[
         Path | None,

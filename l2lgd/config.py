@@ -4,6 +4,11 @@ A config file has the sections `task`, `optimizer`, `meta` and `eval` plus a top
 Every field has a type and a valid range; an unknown key, a wrong type or an out-of-range value
 is a `ConfigError` naming the field. CLI overrides use the same dotted names
 (`meta.learning_rate=0.003`).
+
+A file may name a `base` config (a shipped config's name, e.g. `base: mnist`, or a file path
+relative to its own folder) and give only the fields it changes; bases resolve recursively.
+The configs of the paper's experiments ship with the package (`l2lgd/configs/`), so a bare name
+(`--config mnist`) works from any folder.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,8 @@ REMAT_POLICIES = ("none", "steps", "sqrt")
 CONTENT_SOURCES = ("cifar10", "folder")
 CONTENT_SPLITS = ("train", "test")
 VGG_POOLINGS = ("avg", "max")
+BASE_KEY = "base"
+CONFIG_SUFFIX = ".yaml"
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,12 @@ class Config:
         return self
 
 
+def check_task_name(name: str) -> None:
+    """Raises a ConfigError naming the valid tasks unless `name` is one (checked before a
+    task's shipped config is looked up, so that a typo reads as a bad task name)."""
+    _check_choice("task.name", name, TASK_NAMES)
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Builds and validates a Config from nested plain values (as read from YAML)."""
     if not isinstance(raw, dict):
@@ -279,22 +293,82 @@ def _lists_for_tuples(tree: Any) -> Any:
     return tree
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Reads a YAML config (or the defaults when `path` is None) and applies `key=value` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
+def load_config(reference: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Reads a config (a YAML file, or a shipped config's name; the defaults when None) with its
+    bases, and applies `key=value` overrides."""
+    raw = {} if reference is None else _read_with_bases(config_file(reference), chain=())
     for override in overrides:
         _apply_override(raw, override)
     return config_from_dict(raw)
+
+
+def shipped_configs_dir() -> Path:
+    """The folder of the configs shipped with l2lgd (one per paper experiment)."""
+    return Path(str(resources.files("l2lgd") / "configs"))
+
+
+def shipped_config_names() -> list[str]:
+    """The names of the shipped configs, each usable as `--config NAME` or `base: NAME`."""
+    return sorted(path.stem for path in shipped_configs_dir().glob(f"*{CONFIG_SUFFIX}"))
+
+
+def config_file(reference: str | Path, relative_to: Path = Path()) -> Path:
+    """The file a config reference names: an existing file (a relative path counts from
+    `relative_to`), else the shipped config of that name (a name alone: no folder, no suffix)."""
+    path = relative_to / reference
+    if path.is_file():
+        return path
+    name = Path(reference).name
+    is_name = name == str(reference) and not Path(name).suffix
+    if is_name and (shipped := shipped_configs_dir() / f"{name}{CONFIG_SUFFIX}").is_file():
+        return shipped
+    stem = Path(reference).stem
+    if stem in shipped_config_names():
+        hint = f"l2lgd ships a config named {stem}: give that name alone"
+    else:
+        hint = f"shipped configs: {', '.join(shipped_config_names())}"
+    raise ConfigError(f"config file not found: {path} ({hint})")
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The fields of the config file `path` over those of its base, recursively; `chain` holds
+    the files that inherit from it, so that a cycle is an error rather than endless."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(link) for link in (*chain, resolved))
+        raise ConfigError(f"config bases form a cycle: {cycle}")
+    raw = _read_yaml_mapping(path)
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must name a config, got {base!r}")
+    try:
+        base_path = config_file(base, relative_to=path.parent)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: unknown base {base!r}: {error}") from None
+    return _merged(_read_with_bases(base_path, (*chain, resolved)), raw)
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (empty for an empty file)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
+    return raw
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it: sections merge field by field, other values replace."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def save_config(config: Config, path: Path) -> None:

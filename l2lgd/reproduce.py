@@ -41,7 +41,7 @@ BASELINES = BASELINE_NAMES  # every baseline l2lgd implements
 @dataclass(frozen=True)
 class Training:
     """One meta-training run: its name (the run folder, and the name of the optimizer l2lgd
-    ships from this config, if it ships one) and config file."""
+    ships from this config, if it ships one) and its shipped config's name."""
 
     name: str
     config: str
@@ -52,7 +52,7 @@ class Experiment:
     """One comparison of trained optimizers with the tuned baselines, as in one paper panel.
 
     `trainings` names the meta-training runs whose optimizers take part; the claim is about the
-    first. `learned_wins` is the paper's claim: True if that optimizer ends below every tuned
+    first. `config` names a shipped config. `learned_wins` is the paper's claim: True if that optimizer ends below every tuned
     baseline, False where the paper reports it failing (MNIST with ReLU).
     """
 
@@ -79,11 +79,11 @@ class Profile:
 
 
 TRAININGS = (
-    Training("quadratic", "configs/quadratic.yaml"),
-    Training("quadratic_deepmind", "configs/quadratic_deepmind.yaml"),
-    Training("mnist", "configs/mnist.yaml"),
-    Training("cifar10", "configs/cifar10.yaml"),
-    Training("cifar10_sub", "configs/cifar10_sub.yaml"),
+    Training("quadratic", "quadratic"),
+    Training("quadratic_deepmind", "quadratic_deepmind"),
+    Training("mnist", "mnist"),
+    Training("cifar10", "cifar10"),
+    Training("cifar10_sub", "cifar10_sub"),
 )
 
 EXPERIMENTS = (
@@ -91,49 +91,49 @@ EXPERIMENTS = (
         "quadratic",
         "Figure 4, left",
         "On random 10-d quadratics the LSTM optimizer ends below SGD, RMSprop, Adam and NAG.",
-        "configs/quadratic.yaml",
+        "quadratic",
         ("quadratic",),
     ),
     Experiment(
         "quadratic_deepmind",
         "Figure 4, left",
         "The same, on the original code's quadratics (W, y uniform in [0, 1)).",
-        "configs/quadratic_deepmind.yaml",
+        "quadratic_deepmind",
         ("quadratic_deepmind",),
     ),
     Experiment(
         "mnist",
         "Figure 4, center",
         "Training an MNIST MLP (20 sigmoid units) for 100 steps, the LSTM beats every baseline.",
-        "configs/mnist.yaml",
+        "mnist",
         ("mnist",),
     ),
     Experiment(
         "mnist_200steps",
         "Figure 4, right",
         "Run for 200 steps, twice its training horizon, the LSTM stays below the baselines.",
-        "configs/mnist_200steps.yaml",
+        "mnist_200steps",
         ("mnist",),
     ),
     Experiment(
         "mnist_40units",
         "Figure 5, left",
         "It generalizes to an MLP of 40 hidden units (trained on 20).",
-        "configs/mnist_40units.yaml",
+        "mnist_40units",
         ("mnist",),
     ),
     Experiment(
         "mnist_2layers",
         "Figure 5, center",
         "It generalizes to an MLP of 2 hidden layers (trained on 1).",
-        "configs/mnist_2layers.yaml",
+        "mnist_2layers",
         ("mnist",),
     ),
     Experiment(
         "mnist_relu",
         "Figure 5, right",
         "It does *not* generalize to ReLU units (trained on sigmoid): it ends above the baselines.",
-        "configs/mnist_relu.yaml",
+        "mnist_relu",
         ("mnist",),
         learned_wins=False,
     ),
@@ -141,23 +141,40 @@ EXPERIMENTS = (
         "cifar10",
         "Figure 7, left",
         "On CIFAR-10 the LSTM (one LSTM for conv, one for fc parameters) is about level with NAG.",
-        "configs/cifar10.yaml",
+        "cifar10",
         ("cifar10", "cifar10_sub"),
     ),
     Experiment(
         "cifar5",
         "Figure 7, center",
         "On CIFAR-5 the LSTM ends below every baseline; LSTM-sub, trained on other labels, too.",
-        "configs/cifar5.yaml",
+        "cifar5",
         ("cifar10", "cifar10_sub"),
     ),
     Experiment(
         "cifar2",
         "Figure 7, right",
         "On CIFAR-2 the LSTM ends below every baseline; LSTM-sub, trained on other labels, too.",
-        "configs/cifar2.yaml",
+        "cifar2",
         ("cifar10", "cifar10_sub"),
     ),
+)
+
+# A budget small enough that every step runs in seconds: a check of the pipeline (an installed
+# wheel, a new machine), whose numbers mean nothing. The tests use the same sizes.
+SMOKE_OVERRIDES = (
+    "meta.iterations=6",
+    "meta.num_problems=8",
+    "meta.num_steps=20",
+    "meta.unroll=10",
+    "meta.validate_every=3",
+    "meta.num_validation_problems=16",
+    "eval.num_problems=16",
+    "eval.num_steps=20",
+    "eval.num_tuning_problems=16",
+    "eval.lr_min=0.001",
+    "eval.lr_max=1.0",
+    "eval.lr_per_decade=2",
 )
 
 PROFILES = {
@@ -194,6 +211,14 @@ PROFILES = {
             ),
         },
     ),
+    "smoke": Profile(
+        "smoke",
+        "a check that every step runs (seconds to minutes per experiment on a CPU); its numbers "
+        "mean nothing: 6 meta-iterations of 8 problems of 20 steps, baselines tuned on 16 "
+        "problems over 2 learning rates per decade, 16 test problems of 20 steps",
+        train={"*": SMOKE_OVERRIDES},
+        compare={"*": SMOKE_OVERRIDES},
+    ),
 }
 
 Log = Callable[[str], None]
@@ -214,7 +239,6 @@ def reproduce(
     profile: Profile,
     runs_dir: Path,
     results_dir: Path,
-    repo_dir: Path = Path("."),
     test_seed: int | None = None,
     only: tuple[str, ...] | None = None,
     force: bool = False,
@@ -238,16 +262,14 @@ def reproduce(
         out_dir = results_dir / experiment.name
         for name in experiment.trainings:
             if name not in trained:
-                trained[name] = _train_or_reason(
-                    name, profile, repo_dir, runs_dir, force, timings, log
-                )
+                trained[name] = _train_or_reason(name, profile, runs_dir, force, timings, log)
         run_dirs = [trained[name] for name in experiment.trainings]
         reasons = [run for run in run_dirs if isinstance(run, str)]
         if reasons:
             outcomes.append(Outcome(experiment, out_dir, skipped=reasons[0]))
             continue
-        config = experiment_config(experiment, profile, repo_dir, test_seed)
-        shipped = shipped_beside_cut_runs(experiment, profile, repo_dir)
+        config = experiment_config(experiment, profile, test_seed)
+        shipped = shipped_beside_cut_runs(experiment, profile)
         started = time.perf_counter()
         ran = ensure_compared(config, [*run_dirs, *shipped], out_dir, force, log)
         if ran:
@@ -256,27 +278,25 @@ def reproduce(
     return write_report(results_dir, profile, outcomes, timings)
 
 
-def shipped_beside_cut_runs(experiment: Experiment, profile: Profile, repo_dir: Path) -> list[str]:
+def shipped_beside_cut_runs(experiment: Experiment, profile: Profile) -> list[str]:
     """The shipped optimizers (as `pretrained:NAME` specs) of the experiment's trainings whose
     meta-training `profile` cuts short of their config's iterations: what a longer run gave."""
     specs = []
     for training in (t for t in TRAININGS if t.name in experiment.trainings):
-        full = load_config(repo_dir / training.config).meta.iterations
-        cut = training_config(training, profile, repo_dir).meta.iterations < full
+        full = load_config(training.config).meta.iterations
+        cut = training_config(training, profile).meta.iterations < full
         if cut and training.name in pretrained_names():
             specs.append(f"{PRETRAINED_PREFIX}{training.name}")
     return specs
 
 
-def training_config(training: Training, profile: Profile, repo_dir: Path) -> Config:
-    config = load_config(repo_dir / training.config)
+def training_config(training: Training, profile: Profile) -> Config:
+    config = load_config(training.config)
     return with_overrides(config, profile.overrides("train", config.task.name))
 
 
-def experiment_config(
-    experiment: Experiment, profile: Profile, repo_dir: Path, test_seed: int | None
-) -> Config:
-    config = load_config(repo_dir / experiment.config)
+def experiment_config(experiment: Experiment, profile: Profile, test_seed: int | None) -> Config:
+    config = load_config(experiment.config)
     overrides = profile.overrides("compare", config.task.name)
     if test_seed is not None:
         overrides.append(f"eval.seed={test_seed}")
@@ -286,7 +306,6 @@ def experiment_config(
 def _train_or_reason(
     name: str,
     profile: Profile,
-    repo_dir: Path,
     runs_dir: Path,
     force: bool,
     timings: dict[str, float],
@@ -294,7 +313,7 @@ def _train_or_reason(
 ) -> Path | str:
     """The run folder of training `name`, trained if needed; or why it could not be."""
     (training,) = [t for t in TRAININGS if t.name == name]
-    config = training_config(training, profile, repo_dir)
+    config = training_config(training, profile)
     try:
         make_task(config.task)
     except DataError as error:

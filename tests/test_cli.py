@@ -416,3 +416,67 @@ def test_set_accepts_floats_in_exponent_notation(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert read_json(out_dir / "curves.json")["config"]["eval"]["lr_min"] == 1e-5
+
+
+class Resolved(Exception):
+    """Raised in place of a command's first piece of work, carrying the config it resolved."""
+
+
+@pytest.fixture
+def resolved_config(monkeypatch):
+    """`resolved_config(*ARGS)`: the config `l2l ARGS` would run with. The command runs through
+    its option parsing and config resolution; no data is read and nothing is computed."""
+
+    def stop(config, *args, **kwargs):
+        raise Resolved(config)
+
+    monkeypatch.setattr("l2lgd.tasks.make_task", lambda task_config: None)
+    monkeypatch.setattr("l2lgd.runs.create_run_dir", lambda run_dir, config, force: stop(config))
+    monkeypatch.setattr("l2lgd.compare.compare_optimizers", stop)
+
+    def run(*args: str | Path) -> Config:
+        result = l2l(*args)
+        assert isinstance(result.exception, Resolved), result.output
+        return result.exception.args[0]
+
+    return run
+
+
+def shipped_training_config(name: str) -> Config:
+    from l2lgd.config import config_from_dict
+    from l2lgd.pretrained import read_provenance
+
+    return config_from_dict(read_provenance(name)["config"])
+
+
+def test_a_task_alone_selects_its_shipped_config(resolved_config, tmp_path):
+    out = ["--out", tmp_path / "out"]
+    assert resolved_config("meta-train", "--task", "mnist", *out) == load_config("mnist")
+    assert resolved_config("meta-train", *out) == load_config("quadratic") == Config()
+    assert resolved_config("compare", "--task", "mnist", *out) == load_config("mnist")
+    # A config alone brings its task; a config may be named.
+    assert resolved_config("meta-train", "--config", "mnist_40units", *out) == load_config(
+        "mnist_40units"
+    )
+
+
+def test_a_shipped_optimizer_brings_the_config_it_was_trained_with(resolved_config, tmp_path):
+    out = ["--out", tmp_path / "out"]
+    config = resolved_config("compare", "--task", "mnist", "--learned", "mnist", *out)
+    assert config == shipped_training_config("mnist")
+    assert config.task.name == "mnist" and config.eval.num_problems == 100
+    config = resolved_config("compare", "--learned", "quadratic_deepmind", *out)
+    assert config.task.variant == "deepmind"
+    # On another task, the task's own config; an explicit --config always wins.
+    config = resolved_config("compare", "--task", "mnist", "--learned", "quadratic", *out)
+    assert config == load_config("mnist")
+    config = resolved_config("compare", "--config", "mnist_relu", "--learned", "mnist", *out)
+    assert config == load_config("mnist_relu")
+
+
+def test_a_task_that_disagrees_with_the_config_is_a_user_error(tmp_path):
+    result = l2l("meta-train", "--task", "quadratic", "--config", "mnist", "--out", tmp_path / "r")
+    assert_user_error(result, "--task quadratic", "task.name mnist")
+    result = l2l("compare", "--task", "cifar10", "--config", "configs/mnist.yaml")
+    assert_user_error(result, "--task cifar10", "task.name mnist")
+    assert not (tmp_path / "r").exists()

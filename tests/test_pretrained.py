@@ -148,27 +148,25 @@ def test_compare_and_evaluate_accept_a_pretrained_name(tmp_path):
     assert "quadratic: 16 held-out problems" in (out / "summary.md").read_text()
 
 
-def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(tmp_path):
-    """A fresh install (the wheel unpacked into its own folder) finds the shipped optimizers."""
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory) -> Path:
+    """This checkout built into a wheel, once for the tests that inspect or install it."""
+    wheel_dir = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
-        + ["--quiet", "--wheel-dir", str(tmp_path / "wheel")],
+        + ["--quiet", "--wheel-dir", str(wheel_dir)],
         check=True,
         capture_output=True,
     )
-    (wheel,) = (tmp_path / "wheel").glob("l2lgd-*.whl")
-    shipped = sorted(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".msgpack"))
-    assert shipped == [f"l2lgd/weights/{name}.msgpack" for name in SHIPPED]
+    (wheel,) = wheel_dir.glob("l2lgd-*.whl")
+    return wheel
 
+
+def run_installed(wheel: Path, tmp_path: Path, code: str) -> str:
+    """Runs `code` with the wheel unpacked into its own folder (a fresh install), from outside
+    this checkout; returns its stdout."""
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = (
-        "import l2lgd, optax, jax.numpy as jnp\n"
-        "opt = l2lgd.load_optimizer('mnist')\n"
-        "params = {'w': jnp.ones(3)}\n"
-        "updates, _ = opt.update({'w': jnp.ones(3)}, opt.init(params))\n"
-        "print(l2lgd.__file__, float(jnp.abs(updates['w']).sum()) > 0)\n"
-    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "PYTHONPATH": str(site)},
@@ -177,8 +175,37 @@ def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(tmp_
         text=True,
         check=True,
     )
-    location, moved = result.stdout.split()
-    assert Path(location).is_relative_to(site)  # the installed copy, not this checkout
+    return result.stdout
+
+
+def test_a_built_wheel_ships_the_configs_and_loads_one_by_name_when_installed(
+    built_wheel, tmp_path
+):
+    shipped = sorted(n for n in zipfile.ZipFile(built_wheel).namelist() if n.endswith(".yaml"))
+    assert shipped == [f"l2lgd/configs/{p.name}" for p in sorted((REPO / "configs").glob("*.yaml"))]
+    code = (
+        "import l2lgd.config as c, l2lgd.reproduce as r\n"
+        "print(c.__file__, c.load_config('mnist_40units').task.hidden_sizes[0])\n"
+        "print(all(c.load_config(t.config) for t in r.TRAININGS + r.EXPERIMENTS))\n"
+    )
+    location, units, every_experiment_loads = run_installed(built_wheel, tmp_path, code).split()
+    assert Path(location).is_relative_to(tmp_path / "site")  # the installed copy, not this checkout
+    assert (units, every_experiment_loads) == ("40", "True")
+
+
+def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(built_wheel, tmp_path):
+    """A fresh install (the wheel unpacked into its own folder) finds the shipped optimizers."""
+    shipped = sorted(n for n in zipfile.ZipFile(built_wheel).namelist() if n.endswith(".msgpack"))
+    assert shipped == [f"l2lgd/weights/{name}.msgpack" for name in SHIPPED]
+    code = (
+        "import l2lgd, optax, jax.numpy as jnp\n"
+        "opt = l2lgd.load_optimizer('mnist')\n"
+        "params = {'w': jnp.ones(3)}\n"
+        "updates, _ = opt.update({'w': jnp.ones(3)}, opt.init(params))\n"
+        "print(l2lgd.__file__, float(jnp.abs(updates['w']).sum()) > 0)\n"
+    )
+    location, moved = run_installed(built_wheel, tmp_path, code).split()
+    assert Path(location).is_relative_to(tmp_path / "site")  # the installed copy, not this checkout
     assert moved == "True"
 
 

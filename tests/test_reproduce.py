@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from l2lgd import runs
 from l2lgd.checkpoint import load_tree
 from l2lgd.cli import app
+from l2lgd.config import shipped_config_names
 from l2lgd.data import DATA_DIR_ENV
 from l2lgd.errors import ConfigError
 from l2lgd.meta.train import meta_train
@@ -29,13 +30,7 @@ from l2lgd.results import CURVES_FILE
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = Profile(
-    "tiny",
-    "a test budget",
-    train={"*": tuple(TINY_OVERRIDES)},
-    compare={"*": tuple(TINY_OVERRIDES)},
-)
+TINY = PROFILES["smoke"]
 
 
 class Killed(Exception):
@@ -47,7 +42,6 @@ def run_tiny(tmp_path, only, log_lines, **kwargs):
         TINY,
         tmp_path / "runs",
         tmp_path / "results",
-        repo_dir=REPO,
         only=only,
         log=log_lines.append,
         **kwargs,
@@ -57,11 +51,15 @@ def run_tiny(tmp_path, only, log_lines, **kwargs):
 def test_every_experiment_names_a_config_and_a_training_that_exist():
     trainings = {t.name for t in TRAININGS}
     for experiment in EXPERIMENTS:
-        assert (REPO / experiment.config).is_file()
+        assert experiment.config in shipped_config_names()
         assert set(experiment.trainings) <= trainings
     for training in TRAININGS:
-        assert (REPO / training.config).is_file()
-    assert {"default", "paper"} <= set(PROFILES)
+        assert training.config in shipped_config_names()
+    assert {"default", "paper", "smoke"} <= set(PROFILES)
+
+
+def test_the_smoke_profile_is_the_tests_budget():
+    assert list(PROFILES["smoke"].overrides("train", "mnist")) == TINY_OVERRIDES
 
 
 def test_report_then_rerun_skips_every_current_step(tmp_path):
@@ -108,7 +106,7 @@ def test_report_then_rerun_skips_every_current_step(tmp_path):
 
 def test_a_run_cut_short_is_resumed_and_a_changed_config_retrains(tmp_path):
     (training,) = [t for t in TRAININGS if t.name == "quadratic_deepmind"]
-    config = training_config(training, TINY, REPO)
+    config = training_config(training, TINY)
     run_dir = tmp_path / "runs" / "quadratic_deepmind"
     runs.create_run_dir(run_dir, config)
 
@@ -129,7 +127,6 @@ def test_a_run_cut_short_is_resumed_and_a_changed_config_retrains(tmp_path):
         longer,
         tmp_path / "runs",
         tmp_path / "results",
-        REPO,
         None,
         ("quadratic_deepmind",),
         log=lines.append,
@@ -189,5 +186,5 @@ def test_cli_rejects_an_unknown_profile():
 def test_shipped_optimizers_join_only_when_the_profile_cuts_meta_training():
     (quadratic,) = [e for e in EXPERIMENTS if e.name == "quadratic"]
     full_budget = Profile("full", "the configs as written")
-    assert shipped_beside_cut_runs(quadratic, full_budget, REPO) == []
-    assert shipped_beside_cut_runs(quadratic, TINY, REPO) == ["pretrained:quadratic"]
+    assert shipped_beside_cut_runs(quadratic, full_budget) == []
+    assert shipped_beside_cut_runs(quadratic, TINY) == ["pretrained:quadratic"]
