@@ -42,6 +42,22 @@ CONTENT_SOURCES = ("cifar10", "folder")
 CONTENT_SPLITS = ("train", "test")
 VGG_POOLINGS = ("avg", "max")
 BASE_KEY = "base"
+# Shrinks any experiment to a check that every step runs, in seconds; its numbers mean nothing
+# (`l2l reproduce --profile smoke`, and the tests' budget).
+SMOKE_OVERRIDES = (
+    "meta.iterations=6",
+    "meta.num_problems=8",
+    "meta.num_steps=20",
+    "meta.unroll=10",
+    "meta.validate_every=3",
+    "meta.num_validation_problems=16",
+    "eval.num_problems=16",
+    "eval.num_steps=20",
+    "eval.num_tuning_problems=16",
+    "eval.lr_min=0.001",
+    "eval.lr_max=1.0",
+    "eval.lr_per_decade=2",
+)
 CONFIG_SUFFIX = ".yaml"
 
 

@@ -22,7 +22,14 @@ from typing import Any
 from l2lgd import runs
 from l2lgd.atomic import write_atomically
 from l2lgd.compare import compare
-from l2lgd.config import Config, config_from_dict, config_to_dict, load_config, with_overrides
+from l2lgd.config import (
+    SMOKE_OVERRIDES,
+    Config,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    with_overrides,
+)
 from l2lgd.errors import CheckpointError, ConfigError, DataError, RunDirError
 from l2lgd.locks import folder_lock
 from l2lgd.meta.train import meta_train, read_training_state
@@ -158,23 +165,6 @@ EXPERIMENTS = (
         "cifar2",
         ("cifar10", "cifar10_sub"),
     ),
-)
-
-# A budget small enough that every step runs in seconds: a check of the pipeline (an installed
-# wheel, a new machine), whose numbers mean nothing. The tests use the same sizes.
-SMOKE_OVERRIDES = (
-    "meta.iterations=6",
-    "meta.num_problems=8",
-    "meta.num_steps=20",
-    "meta.unroll=10",
-    "meta.validate_every=3",
-    "meta.num_validation_problems=16",
-    "eval.num_problems=16",
-    "eval.num_steps=20",
-    "eval.num_tuning_problems=16",
-    "eval.lr_min=0.001",
-    "eval.lr_max=1.0",
-    "eval.lr_per_decade=2",
 )
 
 PROFILES = {

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from l2lgd.config import Config, with_overrides
+from l2lgd.config import SMOKE_OVERRIDES, Config, with_overrides
 
-TINY_OVERRIDES = [
-    "meta.iterations=6",
-    "meta.num_problems=8",
-    "meta.num_steps=20",
-    "meta.unroll=10",
-    "meta.validate_every=3",
-    "meta.num_validation_problems=16",
-    "eval.num_problems=16",
-    "eval.num_steps=20",
-    "eval.num_tuning_problems=16",
-    "eval.lr_min=0.001",
-    "eval.lr_max=1.0",
-    "eval.lr_per_decade=2",
-]
+TINY_OVERRIDES = list(SMOKE_OVERRIDES)
 
 
 @pytest.fixture
