@@ -4,6 +4,7 @@ and a run that never improves on its untrained weights."""
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -109,22 +110,33 @@ def test_resume_falls_back_from_a_corrupt_training_state_and_says_so(uninterrupt
     _assert_same_run(run_dir, uninterrupted)
 
 
+def _run_killed_in(monkeypatch, run_dir: Path, function: str, when) -> None:
+    """Meta-trains a fresh run that is killed as `train.<function>` is called with arguments
+    for which `when(...)` holds (the call does not happen)."""
+    runs.create_run_dir(run_dir, CONFIG)
+    original = getattr(train, function)
+
+    def killed(*args):
+        if when(*args):
+            raise Killed
+        original(*args)
+
+    monkeypatch.setattr(train, function, killed)
+    with pytest.raises(Killed):
+        meta_train(CONFIG, run_dir)
+    monkeypatch.undo()
+
+
 def test_kill_between_the_metrics_and_the_training_state_loses_nothing(
     uninterrupted, tmp_path, monkeypatch
 ):
     run_dir = tmp_path / "run"
-    runs.create_run_dir(run_dir, CONFIG)
-    original = train.save_training_state
-
-    def killed_at_iteration_6(run_dir, meta_state, progress):
-        if progress.iteration == 6:
-            raise Killed
-        original(run_dir, meta_state, progress)
-
-    monkeypatch.setattr(train, "save_training_state", killed_at_iteration_6)
-    with pytest.raises(Killed):
-        meta_train(CONFIG, run_dir)
-    monkeypatch.undo()
+    _run_killed_in(
+        monkeypatch,
+        run_dir,
+        "save_training_state",
+        lambda run, state, progress: progress.iteration == 6,
+    )
     assert runs.read_metrics(run_dir)[-1]["iteration"] == 6  # the record is written already
     assert "validation_loss" in runs.read_metrics(run_dir)[-1]
     assert load_tree(runs.training_state_path(run_dir))["iteration"] == 3
@@ -140,18 +152,12 @@ def test_kill_while_replacing_the_training_state_resumes_from_the_previous(
 ):
     """Killed after the latest state became the previous one, before the new one was written."""
     run_dir = tmp_path / "run"
-    runs.create_run_dir(run_dir, CONFIG)
-    original = train.save_tree
-
-    def killed_writing_state_6(path, tree):
-        if path.name == "training_state.msgpack" and tree["iteration"] == 6:
-            raise Killed
-        original(path, tree)
-
-    monkeypatch.setattr(train, "save_tree", killed_writing_state_6)
-    with pytest.raises(Killed):
-        meta_train(CONFIG, run_dir)
-    monkeypatch.undo()
+    _run_killed_in(
+        monkeypatch,
+        run_dir,
+        "save_tree",
+        lambda path, tree: path.name == "training_state.msgpack" and tree["iteration"] == 6,
+    )
     assert not runs.training_state_path(run_dir).exists()
     assert runs.has_training_state(run_dir)
 

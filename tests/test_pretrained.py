@@ -209,21 +209,20 @@ def test_a_built_wheel_ships_the_weights_and_resolves_a_name_when_installed(buil
     assert moved == "True"
 
 
-def test_evaluation_figures_pick_the_labelled_optimizer_of_several(tmp_path):
-    def entry(learning_rate, mean):
-        return {"learning_rate": learning_rate, "final_mean": mean, "final_ci95": 0.1}
-
-    document = {
-        "test_seed": 5,
-        "num_problems": 50,
-        "num_steps": 100,
-        "optimizers": {
-            "LSTM (a)": entry(None, 0.9),
-            "LSTM (b)": entry(None, 0.8),
-            "nag": entry(0.03, 1.0),
-        },
+def write_final_means(folder: Path, means: dict[str, tuple[float | None, float]]) -> None:
+    """A curves.json holding only final means: label -> (learning rate or None, final mean)."""
+    optimizers = {
+        label: {"learning_rate": learning_rate, "final_mean": mean, "final_ci95": 0.01}
+        for label, (learning_rate, mean) in means.items()
     }
-    (tmp_path / "curves.json").write_text(json.dumps(document))
+    document = {"test_seed": 5, "num_problems": 50, "num_steps": 100, "optimizers": optimizers}
+    (folder / "curves.json").write_text(json.dumps(document))
+
+
+def test_evaluation_figures_pick_the_labelled_optimizer_of_several(tmp_path):
+    write_final_means(
+        tmp_path, {"LSTM (a)": (None, 0.9), "LSTM (b)": (None, 0.8), "nag": (0.03, 1.0)}
+    )
     figures = pretrained.evaluation_figures(tmp_path, "LSTM (b)")
     assert figures["learned"]["final_mean"] == 0.8
     assert figures["ratio_to_best_baseline"] == pytest.approx(0.8)
@@ -232,16 +231,7 @@ def test_evaluation_figures_pick_the_labelled_optimizer_of_several(tmp_path):
 
 
 def test_refresh_evaluation_replaces_the_figures_and_keeps_weights_and_check(tmp_path):
-    def entry(learning_rate, mean):
-        return {"learning_rate": learning_rate, "final_mean": mean, "final_ci95": 0.01}
-
-    document = {
-        "test_seed": 9,
-        "num_problems": 30,
-        "num_steps": 100,
-        "optimizers": {"LSTM": entry(None, 0.2), "momentum": entry(0.1, 0.4)},
-    }
-    (tmp_path / "curves.json").write_text(json.dumps(document))
+    write_final_means(tmp_path, {"LSTM": (None, 0.2), "momentum": (0.1, 0.4)})
     before_weights, _, before = load_weights(pretrained.pretrained_path("quadratic"))
 
     path = pretrained.refresh_evaluation("quadratic", tmp_path, out_dir=tmp_path)
