@@ -453,9 +453,9 @@ def _first_learned_spec(specs: list[str]) -> str | None:
     return next((spec for spec in specs if not _is_baseline_spec(spec)), None)
 
 
-def _labelled_optimizers(specs: list[str], batched: bool) -> dict[str, Any]:
-    """Each spec's optax transformation under its result label: a baseline NAME:LR at that
-    rate, or a learned optimizer (`batched`: over a batch of problems, see `learned_optimizer`)."""
+def _labelled_optimizers(specs: list[str]) -> dict[str, Any]:
+    """Each spec's optax transformation (for one problem) under its result label: a baseline
+    NAME:LR at that rate, or a learned optimizer."""
     from l2lgd.optimizers.baselines import baseline, parse_baseline_spec
     from l2lgd.optimizers.learned import learned_optimizer
     from l2lgd.sources import load_learned
@@ -467,9 +467,7 @@ def _labelled_optimizers(specs: list[str], batched: bool) -> dict[str, Any]:
             transformations[f"{name} (lr {learning_rate:g})"] = baseline(name, learning_rate)
         else:
             learned = load_learned(spec)
-            transformations[learned.label] = learned_optimizer(
-                learned.weights, learned.config, batched
-            )
+            transformations[learned.label] = learned_optimizer(learned.weights, learned.config)
     return transformations
 
 
@@ -516,7 +514,7 @@ def trace_command(
             raise L2LError(str(error)) from None
         traces = {
             label: update_traces(problem_task, transformation, key, resolved.eval.num_steps, chosen)
-            for label, transformation in _labelled_optimizers(optimizer, batched=False).items()
+            for label, transformation in _labelled_optimizers(optimizer).items()
         }
         record = {
             "task": resolved.task.name,
@@ -565,7 +563,7 @@ def stylize_command(
         raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
     with outputs.claimed_output_folder(out, force) as folder:
         task = make_task(resolved.task)
-        transformations = _labelled_optimizers(optimizer, batched=True)
+        transformations = _labelled_optimizers(optimizer)
         key = stream_key(resolved.eval.seed, TEST_STREAM)
         steps = resolved.eval.num_steps
         contents, images, losses = stylize(task, transformations, key, count, steps)

@@ -180,7 +180,7 @@ class _LearnedFactory:
     config: OptimizerConfig
 
     def __call__(self, weights: Any) -> optax.GradientTransformation:
-        return learned_optimizer(weights, self.config, batched=True)
+        return learned_optimizer(weights, self.config)
 
 
 @dataclass

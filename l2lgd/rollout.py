@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from l2lgd.optimizers.architecture import CoordinatewiseState
 from l2lgd.tasks import Task, sample_batch
 
 
@@ -27,13 +28,49 @@ class OptimizeeState(NamedTuple):
 
 
 def init_optimizee_state(optimizer: optax.GradientTransformation, params: Any) -> OptimizeeState:
-    """Fresh optimizer state for a batch of parameters (leading axis = problems).
+    """Fresh optimizer state for a batch of parameters (leading axis = problems): `optimizer`,
+    written for one problem, gets its own state for each problem (`vectorized`)."""
+    return OptimizeeState(params, vectorized(optimizer).init(params))
 
-    Every optimizer here acts coordinatewise (each coordinate's update depends only on its own
-    gradient history), so one optimizer over the whole batch equals one per problem, and lets the
-    learned optimizer see all coordinates of all problems as rows of one matrix.
+
+def vectorized(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`optimizer`, written for one problem, applied to a batch of problems, each alone.
+
+    The one place where optimizers meet batches (`jax.vmap`): a learned optimizer sees one
+    problem's coordinates, so its global averaging cells and memories are that problem's. The
+    parameters, gradients and updates carry the problems axis first; a learned optimizer's
+    `CoordinatewiseState` carries it just before the coordinates, so that all problems'
+    coordinates lie side by side, as its `coordinatewise` layers take them.
     """
-    return OptimizeeState(params, optimizer.init(params))
+
+    def state_axes(params: Any) -> Any:
+        one_problem = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), params
+        )
+        return problem_axes(jax.eval_shape(optimizer.init, one_problem))
+
+    def init(params: Any) -> Any:
+        return jax.vmap(optimizer.init, out_axes=state_axes(params))(params)
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        axes = state_axes(grads)
+        return jax.vmap(optimizer.update, in_axes=(0, axes, 0), out_axes=(0, axes))(
+            grads, state, params
+        )
+
+    return optax.GradientTransformation(init, update)
+
+
+def problem_axes(state: Any) -> Any:
+    """Where a batch of optimizer states holds the problems axis, leaf by leaf: just before the
+    coordinates (the last axis) in a `CoordinatewiseState`, first elsewhere."""
+
+    def axes(node: Any) -> Any:
+        if isinstance(node, CoordinatewiseState):
+            return jax.tree.map(lambda leaf: leaf.ndim - 1, node)
+        return 0
+
+    return jax.tree.map(axes, state, is_leaf=lambda node: isinstance(node, CoordinatewiseState))
 
 
 def batch_loss(task: Task, params: Any, problems: Any, key: jax.Array) -> jax.Array:
@@ -56,8 +93,9 @@ def rollout(
 
     Args:
       task: the problem family (its loss).
-      optimizer: any optax transformation; its updates are added to the parameters.
-      state: parameters and optimizer states, leading axis = problems.
+      optimizer: any optax transformation for one problem (`vectorized` over the batch); its
+        updates are added to the parameters.
+      state: parameters and optimizer states, leading axis = problems (`init_optimizee_state`).
       problems: the batch of problems.
       key: randomness for minibatches; step t uses fold_in(key, t).
       num_steps: T, the number of updates.
@@ -71,6 +109,7 @@ def rollout(
     """
     num_problems = jax.tree.leaves(state.params)[0].shape[0]
     grad_fn = jax.vmap(jax.value_and_grad(task.loss))
+    update = vectorized(optimizer).update
 
     def step(state: OptimizeeState, step: jax.Array) -> tuple[OptimizeeState, jax.Array]:
         keys = jax.random.split(jax.random.fold_in(key, step), num_problems)
@@ -78,7 +117,7 @@ def rollout(
             losses, grads = grad_fn(state.params, problems, keys)
         else:
             losses, grads = first_order_loss_and_grad(grad_fn, state.params, problems, keys)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates, opt_state = update(grads, state.opt_state, state.params)
         return OptimizeeState(optax.apply_updates(state.params, updates), opt_state), losses
 
     state, losses = scan_steps(step, state, num_steps, remat)

@@ -31,8 +31,8 @@ def stylize(
 
     Args:
       task: the Neural Art task.
-      optimizers: label -> transformation; a learned one built with `batched=True` treats each
-        problem of the batch alone.
+      optimizers: label -> transformation for one problem (the rollout treats each content image
+        alone).
       key: the problems (content images), as in `l2lgd.rollout.optimize_sampled_problems`.
       num_problems: how many content images.
       num_steps: optimizer steps.

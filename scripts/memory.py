@@ -47,7 +47,7 @@ def measure(config, unroll: int, remat: str, repeats: int) -> dict:
     task = make_task(config.task)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     params, problems = sample_batch(task, jax.random.key(1), meta.num_problems)
-    state = init_optimizee_state(learned_optimizer(weights, config.optimizer, batched=True), params)
+    state = init_optimizee_state(learned_optimizer(weights, config.optimizer), params)
 
     @jax.jit
     def meta_gradient(weights, state, problems, key):

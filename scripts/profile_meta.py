@@ -26,7 +26,7 @@ import optax
 from l2lgd.config import load_config
 from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
 from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
-from l2lgd.rollout import OptimizeeState, rollout
+from l2lgd.rollout import OptimizeeState, rollout, vectorized
 from l2lgd.tasks import make_task, sample_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -97,7 +97,7 @@ def lstm_only(config):
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
 
     def unroll_loss(weights, params, opt_state, key):
-        optimizer = learned_optimizer(weights, config.optimizer, batched=True)
+        optimizer = vectorized(learned_optimizer(weights, config.optimizer))
 
         @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_saveable)
         def step(carry, step_key):
@@ -116,7 +116,7 @@ def lstm_only(config):
 
     @jax.jit
     def iteration(weights, key):
-        opt_state = learned_optimizer(weights, config.optimizer, batched=True).init(params)
+        opt_state = vectorized(learned_optimizer(weights, config.optimizer)).init(params)
         state = params
         for index in range(meta.num_steps // meta.unroll):
             grads, (state, opt_state) = jax.grad(unroll_loss, has_aux=True)(

@@ -21,7 +21,7 @@ from l2lgd.checkpoint import (
 )
 from l2lgd.config import OptimizerConfig
 from l2lgd.errors import CheckpointError
-from l2lgd.optimizers.lstm import init_lstm_weights
+from l2lgd.optimizers.learned import init_learned_weights
 
 
 def _tree() -> dict:
@@ -138,7 +138,7 @@ SMALL_LSTM = OptimizerConfig(
 
 
 def test_save_weights_load_weights_round_trip(tmp_path):
-    weights = init_lstm_weights(jax.random.key(3), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(3), SMALL_LSTM)
     provenance = {"iteration": 12, "validation_loss": 0.5, "code_version": "0.1.0+gabc1234"}
     path = tmp_path / "best.msgpack"
     save_weights(path, weights, SMALL_LSTM, provenance)
@@ -153,7 +153,7 @@ def test_save_weights_load_weights_round_trip(tmp_path):
 
 
 def test_weights_from_another_format_raise_checkpoint_error(tmp_path):
-    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
     state_dict = {"weights": weights, "optimizer": dataclasses.asdict(SMALL_LSTM)}
     for name, tree in [
         ("no-format", state_dict),
@@ -177,7 +177,7 @@ def test_weights_from_another_format_raise_checkpoint_error(tmp_path):
     ids=["hidden-size", "num-layers", "preprocessing"],
 )
 def test_weights_not_matching_their_config_raise_checkpoint_error(tmp_path, stored_config):
-    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
     path = tmp_path / "mismatch.msgpack"
     save_weights(path, weights, stored_config, provenance={})
     with pytest.raises(CheckpointError, match="do not match"):
@@ -185,7 +185,7 @@ def test_weights_not_matching_their_config_raise_checkpoint_error(tmp_path, stor
 
 
 def test_invalid_stored_optimizer_config_raises_checkpoint_error(tmp_path):
-    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
     path = tmp_path / "bad-config.msgpack"
     save_weights(path, weights, dataclasses.replace(SMALL_LSTM, hidden_size=0), provenance={})
     with pytest.raises(CheckpointError, match="invalid optimizer config"):
@@ -202,7 +202,7 @@ def test_invalid_stored_optimizer_config_raises_checkpoint_error(tmp_path):
     ids=["no-optimizer-section", "weights-a-string", "weight-leaf-a-string"],
 )
 def test_weights_file_with_malformed_contents_raises_checkpoint_error(tmp_path, broken):
-    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
     tree = {
         "format": WEIGHTS_FORMAT,
         "version": 1,
@@ -231,7 +231,7 @@ def test_saved_file_is_the_checksum_header_then_the_msgpack_payload(tmp_path):
 
 
 def _saved_weights(path: Path) -> None:
-    weights = init_lstm_weights(jax.random.key(0), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
     save_weights(path, weights, SMALL_LSTM, provenance={"iteration": 3})
 
 
@@ -281,7 +281,7 @@ def test_bytes_after_the_payload_raise_checkpoint_error(tmp_path, extra, legacy)
 
 def test_legacy_files_without_a_checksum_still_load(tmp_path):
     """Files written before checksums existed are the bare msgpack payload."""
-    weights = init_lstm_weights(jax.random.key(1), SMALL_LSTM)
+    weights = init_learned_weights(jax.random.key(1), SMALL_LSTM)
     tree = {
         "format": WEIGHTS_FORMAT,
         "version": 1,

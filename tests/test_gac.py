@@ -9,8 +9,9 @@ import pytest
 
 from l2lgd.config import Config, OptimizerConfig, with_overrides
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers import init_lstm_weights, learned_optimizer
-from l2lgd.optimizers.lstm import average_per_problem
+from l2lgd.optimizers import init_learned_weights, learned_optimizer
+from l2lgd.optimizers.lstm import average_over_coordinates
+from l2lgd.rollout import vectorized
 from l2lgd.tasks import QuadraticTask, sample_batch
 
 CONFIG = OptimizerConfig(hidden_size=6, kind="lstm_gac", gac_cells=2)
@@ -19,16 +20,22 @@ TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
 
 def random_weights(config=CONFIG, seed=0):
     """Non-zero weights everywhere (the output layer starts at 0), so updates depend on them."""
-    weights = init_lstm_weights(jax.random.key(seed), config)
+    weights = init_learned_weights(jax.random.key(seed), config)
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda w: w + 0.5 * rng.normal(size=w.shape).astype(np.float32), weights)
 
 
-def run_steps(optimizer, params, problems, num_steps=3, batched=True):
-    """`num_steps` optimizer steps on the quadratic; returns the final params and LSTM state."""
+def run_steps(optimizer, params, problems, num_steps=3, route="vectorized"):
+    """`num_steps` optimizer steps on the quadratic; returns the final params and LSTM state.
+
+    `route`: "vectorized" (a batch, each problem alone, as the rollout runs it), "alone" (one
+    problem), or "all at once" (a batch whose coordinates the optimizer sees as one problem).
+    """
     grad = jax.grad(TASK.loss)
-    if batched:
+    if route != "alone":
         grad = jax.vmap(grad, in_axes=(0, 0, None))
+    if route == "vectorized":
+        optimizer = vectorized(optimizer)
     state = optimizer.init(params)
     for _ in range(num_steps):
         updates, state = optimizer.update(grad(params, problems, None), state, params)
@@ -39,27 +46,23 @@ def run_steps(optimizer, params, problems, num_steps=3, batched=True):
 def test_a_batch_of_two_problems_equals_each_problem_alone():
     weights = random_weights()
     params, problems = sample_batch(TASK, jax.random.key(1), 2)
-    batched_params, batched_state = run_steps(
-        learned_optimizer(weights, CONFIG, batched=True), params, problems
-    )
+    batched_params, batched_state = run_steps(learned_optimizer(weights, CONFIG), params, problems)
     for index in range(2):
         alone = jax.tree.map(lambda leaf, i=index: leaf[i], (params, problems))
         expected_params, expected_state = run_steps(
-            learned_optimizer(weights, CONFIG), *alone, batched=False
+            learned_optimizer(weights, CONFIG), *alone, route="alone"
         )
         np.testing.assert_allclose(batched_params[index], expected_params, rtol=1e-5, atol=1e-6)
         for got, want in zip(
             jax.tree.leaves(batched_state), jax.tree.leaves(expected_state), strict=True
         ):
-            block = got[:, index * TASK.dim : (index + 1) * TASK.dim]
-            np.testing.assert_allclose(block, want, rtol=1e-5, atol=1e-6)
+            # The rollout keeps the problems axis just before the coordinates.
+            np.testing.assert_allclose(got[:, index], want, rtol=1e-5, atol=1e-6)
 
 
 def test_averaging_cells_agree_within_a_problem_and_differ_between_problems():
     params, problems = sample_batch(TASK, jax.random.key(2), 2)
-    _, state = run_steps(
-        learned_optimizer(random_weights(), CONFIG, batched=True), params, problems
-    )
+    _, state = run_steps(learned_optimizer(random_weights(), CONFIG), params, problems)
     for hidden, _ in state:
         per_problem = np.asarray(hidden).reshape(CONFIG.hidden_size, 2, TASK.dim)
         averaged, free = per_problem[: CONFIG.gac_cells], per_problem[CONFIG.gac_cells :]
@@ -68,20 +71,27 @@ def test_averaging_cells_agree_within_a_problem_and_differ_between_problems():
         assert np.abs(averaged[:, 0, 0] - averaged[:, 1, 0]).min() > 0
 
 
-def test_average_per_problem_against_numpy():
+def test_average_over_coordinates_against_numpy():
     values = np.arange(12.0).reshape(2, 6)
-    expected = np.repeat(values.reshape(2, 3, 2).mean(-1), 2, axis=-1)
-    np.testing.assert_allclose(average_per_problem(jnp.asarray(values), 3), expected)
-    assert average_per_problem(jnp.zeros((2, 0)), 3).shape == (2, 0)
+    expected = np.repeat(values.mean(-1, keepdims=True), 6, axis=-1)
+    np.testing.assert_allclose(average_over_coordinates(jnp.asarray(values)), expected)
+    assert average_over_coordinates(jnp.zeros((2, 0))).shape == (2, 0)
 
 
-def test_plain_lstm_ignores_the_problem_split():
+def test_plain_lstm_vectorized_equals_all_problems_at_once():
+    """The plain LSTM acts on each coordinate alone, so the rollout's vmap of the one-problem
+    optimizer equals one optimizer over every problem's coordinates (the old batched route)."""
     config = dataclasses.replace(CONFIG, kind="lstm")
     weights = random_weights(config)
     params, problems = sample_batch(TASK, jax.random.key(3), 2)
-    batched, _ = run_steps(learned_optimizer(weights, config, batched=True), params, problems)
-    flat, _ = run_steps(learned_optimizer(weights, config), params, problems)
-    np.testing.assert_allclose(batched, flat, rtol=1e-6)
+    per_problem, state = run_steps(learned_optimizer(weights, config), params, problems)
+    at_once, flat_state = run_steps(
+        learned_optimizer(weights, config), params, problems, route="all at once"
+    )
+    np.testing.assert_allclose(per_problem, at_once, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(flat_state), strict=True):
+        np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=1e-6)
+    assert np.abs(per_problem - params).max() > 1e-3  # the optimizer did move
 
 
 @pytest.mark.parametrize(

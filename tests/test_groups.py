@@ -20,12 +20,11 @@ from l2lgd.meta.unroll import meta_loss
 from l2lgd.optimizers.groups import (
     CIFAR_GROUPS,
     GROUP_RULES,
+    GroupedArchitecture,
     group_labels,
-    grouped_learned_optimizer,
     path_name,
 )
-from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
-from l2lgd.optimizers.lstm import init_lstm_weights, lstm_optimizer
+from l2lgd.optimizers.learned import init_learned_weights, learned_architecture, learned_optimizer
 from l2lgd.rollout import init_optimizee_state
 from l2lgd.tasks import sample_batch
 from l2lgd.tasks.cnn import CNNTask
@@ -37,6 +36,8 @@ CONFIGS = {
     "conv": OptimizerConfig(hidden_size=6, preprocessing="log_sign", output_scale=0.1),
     "fc": OptimizerConfig(hidden_size=4, num_layers=1, output_scale=0.5),
 }
+ARCHITECTURES = {group: learned_architecture(config) for group, config in CONFIGS.items()}
+GROUPED = GroupedArchitecture(CIFAR_GROUPS, tuple(ARCHITECTURES.items()))
 
 
 def assert_trees_allclose(actual, expected, rtol=RTOL, atol=ATOL):
@@ -64,7 +65,7 @@ def weights():
     return {
         group: jax.tree.map(
             lambda w: w + 0.5 * rng.normal(size=w.shape).astype(np.float32),
-            init_lstm_weights(jax.random.key(i), config),
+            init_learned_weights(jax.random.key(i), config),
         )
         for i, (group, config) in enumerate(CONFIGS.items())
     }
@@ -99,7 +100,7 @@ def test_first_matching_rule_wins_and_batched_leaves_get_their_path_labels(param
 
 
 def test_every_coordinate_has_exactly_one_lstm_state(params, weights):
-    optimizer = grouped_learned_optimizer(weights, CONFIGS, CIFAR_GROUPS)
+    optimizer = GROUPED.transformation(weights)
     state = optimizer.init(params)
     widths = {
         group: inner.inner_state.lstm_state[0][0].shape[-1]
@@ -112,15 +113,15 @@ def test_every_coordinate_has_exactly_one_lstm_state(params, weights):
 
 
 def test_grouped_optimizer_equals_each_groups_optimizer_on_its_leaves_alone(params, weights):
-    """Three jitted steps of the grouped optimizer against each group's lstm_optimizer run
+    """Three jitted steps of the grouped optimizer against each group's own optimizer run
     on a tree that holds only that group's leaves (the others None, so not raveled)."""
-    grouped = grouped_learned_optimizer(weights, CONFIGS, CIFAR_GROUPS)
+    grouped = GROUPED.transformation(weights)
     labels = group_labels(params, CIFAR_GROUPS)
 
     def only(group: str, tree):
         return jax.tree.map(lambda leaf, label: leaf if label == group else None, tree, labels)
 
-    separate = {g: lstm_optimizer(weights[g], CONFIGS[g]) for g in CONFIGS}
+    separate = {g: learned_optimizer(weights[g], CONFIGS[g]) for g in CONFIGS}
     grouped_state = grouped.init(params)
     separate_states = {g: separate[g].init(only(g, params)) for g in CONFIGS}
     grouped_update = jax.jit(grouped.update)
@@ -145,7 +146,7 @@ def test_grouped_optimizer_equals_each_groups_optimizer_on_its_leaves_alone(para
         assert_trees_allclose(grouped_state.inner_states[group].inner_state, separate_states[group])
 
     # The routing matters: one shared LSTM (the conv one) proposes other updates for the fc leaves.
-    shared = lstm_optimizer(weights["conv"], CONFIGS["conv"])
+    shared = learned_optimizer(weights["conv"], CONFIGS["conv"])
     shared_updates, _ = shared.update(grads, shared.init(params))
     fc_difference = np.abs(shared_updates["fc"]["kernel"] - updates["fc"]["kernel"]).max()
     assert fc_difference > 1e-3
@@ -156,16 +157,17 @@ def test_a_leaf_that_matches_no_rule_is_a_clear_error(params, weights):
     with pytest.raises(ConfigError, match=r"'bn_conv_0/offset' matches no group rule.*catch-all"):
         group_labels(params, rules)
     with pytest.raises(ConfigError, match="matches no group rule"):
-        grouped_learned_optimizer({"conv": weights["conv"]}, {"conv": CONFIGS["conv"]}, rules).init(
-            params
-        )
+        only_conv = GroupedArchitecture(rules, (("conv", ARCHITECTURES["conv"]),))
+        only_conv.transformation({"conv": weights["conv"]}).init(params)
 
 
-def test_groups_of_weights_configs_and_rules_must_agree(weights):
-    with pytest.raises(ConfigError, match=r"weights: \['conv', 'fc'\]; configs: \['conv'\]"):
-        grouped_learned_optimizer(weights, {"conv": CONFIGS["conv"]}, CIFAR_GROUPS)
-    with pytest.raises(ConfigError, match="rules: \\['conv', 'other'\\]"):
-        grouped_learned_optimizer(weights, CONFIGS, (("conv", "conv.*"), ("other", ".*")))
+def test_groups_of_weights_architectures_and_rules_must_agree(weights):
+    with pytest.raises(ConfigError, match=r"architectures: \['conv'\]; rules: \['conv', 'fc'\]"):
+        GroupedArchitecture(CIFAR_GROUPS, (("conv", ARCHITECTURES["conv"]),))
+    with pytest.raises(ConfigError, match=r"rules: \['conv', 'other'\]"):
+        GroupedArchitecture((("conv", "conv.*"), ("other", ".*")), GROUPED.members)
+    with pytest.raises(ConfigError, match=r"weights: \['conv'\]; architectures: \['conv', 'fc'\]"):
+        GROUPED.transformation({"conv": weights["conv"]})
     with pytest.raises(ConfigError, match="invalid regex"):
         group_labels({"a": np.zeros(1)}, (("conv", "conv_("),))
     with pytest.raises(ConfigError, match="empty"):
@@ -175,11 +177,11 @@ def test_groups_of_weights_configs_and_rules_must_agree(weights):
 def test_a_group_without_leaves_costs_nothing(weights):
     """An MLP has no conv kernels: the conv LSTM gets no coordinates and changes nothing."""
     mlp_params = {"Dense_0": {"kernel": np.ones((2, 3, 4), np.float32)}}
-    optimizer = grouped_learned_optimizer(weights, CONFIGS, CIFAR_GROUPS)
+    optimizer = GROUPED.transformation(weights)
     state = optimizer.init(mlp_params)
     assert state.inner_states["conv"].inner_state.lstm_state[0][0].shape == (6, 0)
     updates, _ = optimizer.update(random_grads(mlp_params, 3), state)
-    fc_only = lstm_optimizer(weights["fc"], CONFIGS["fc"])
+    fc_only = learned_optimizer(weights["fc"], CONFIGS["fc"])
     expected, _ = fc_only.update(random_grads(mlp_params, 3), fc_only.init(mlp_params))
     assert_trees_allclose(updates, expected)
 
@@ -200,9 +202,10 @@ def test_learned_optimizer_dispatches_on_the_config_groups(params, weights):
     )
     grads = random_grads(params, 4)
     via_config = learned_optimizer(grouped_weights, config)
-    direct = grouped_learned_optimizer(
-        grouped_weights, {"conv": config, "fc": config}, CIFAR_GROUPS
-    )
+    single_architecture = learned_architecture(dataclasses.replace(config, groups="none"))
+    direct = GroupedArchitecture(
+        CIFAR_GROUPS, (("conv", single_architecture), ("fc", single_architecture))
+    ).transformation(grouped_weights)
     actual, _ = via_config.update(grads, via_config.init(params))
     expected, _ = direct.update(grads, direct.init(params))
     assert_trees_allclose(actual, expected, rtol=0, atol=0)
@@ -212,9 +215,8 @@ def test_learned_optimizer_dispatches_on_the_config_groups(params, weights):
     actual, _ = learned_optimizer(single_weights, single).update(
         grads, learned_optimizer(single_weights, single).init(params)
     )
-    expected, _ = lstm_optimizer(single_weights, single).update(
-        grads, lstm_optimizer(single_weights, single).init(params)
-    )
+    lstm = learned_architecture(single).transformation(single_weights)
+    expected, _ = lstm.update(grads, lstm.init(params))
     assert_trees_allclose(actual, expected, rtol=0, atol=0)
 
 

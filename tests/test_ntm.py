@@ -18,6 +18,7 @@ from l2lgd.optimizers.ntm import (
     write_memory,
     zero_memory,
 )
+from l2lgd.rollout import vectorized
 from l2lgd.tasks import QuadraticTask, sample_batch
 
 BFGS = OptimizerConfig(hidden_size=6, gac_cells=2, kind="ntm_bfgs", ntm_read_heads=2)
@@ -26,8 +27,8 @@ PROBLEMS, SIZE, WRITE_HEADS, READ_HEADS = 2, 4, 3, 2
 
 
 def random_writes(rng, steps):
-    """Per step, left and right write vectors (heads, problems * SIZE)."""
-    shape = (steps, 2, WRITE_HEADS, PROBLEMS * SIZE)
+    """Per step, left and right write vectors of each problem, (heads, problems, SIZE)."""
+    shape = (steps, 2, WRITE_HEADS, PROBLEMS, SIZE)
     return rng.normal(size=shape).astype(np.float32)
 
 
@@ -36,32 +37,34 @@ def numpy_memory(writes, initial_scale):
     memory = np.stack([initial_scale * np.eye(SIZE) for _ in range(PROBLEMS)])
     for left, right in writes:
         for p in range(PROBLEMS):
-            block = slice(p * SIZE, (p + 1) * SIZE)
-            for a, b in zip(left[:, block], right[:, block], strict=True):
+            for a, b in zip(left[:, p], right[:, p], strict=True):
                 memory[p] += np.outer(a, b) / SIZE
     return memory
 
 
 def numpy_read(memory, vectors):
-    """M_p r for each read vector's block of problem p."""
-    blocks = vectors.reshape(len(vectors), PROBLEMS, SIZE)
-    return np.einsum("pij,hpj->hpi", memory, blocks).reshape(vectors.shape)
+    """M_p r for each read vector of problem p, (heads, problems, SIZE)."""
+    return np.einsum("pij,hpj->hpi", memory, vectors)
 
 
-def write_all(memory, writes):
-    for left, right in writes:
-        memory = write_memory(memory, jnp.asarray(left), jnp.asarray(right), PROBLEMS)
-    return memory
+def write_and_read(window, writes, vectors, initial_scale):
+    """Each problem's memory alone: written with its vectors, then read."""
+    reads = []
+    for p in range(PROBLEMS):
+        memory = zero_memory(window, WRITE_HEADS, SIZE, jnp.float32)
+        for left, right in writes:
+            memory = write_memory(memory, jnp.asarray(left[:, p]), jnp.asarray(right[:, p]))
+        reads.append(read_memory(memory, jnp.asarray(vectors[:, p]), initial_scale))
+    return np.stack(reads, axis=1), memory
 
 
 @pytest.mark.parametrize("initial_scale", [1.0, 0.0])
 def test_dense_read_and_write_against_numpy(initial_scale):
     rng = np.random.default_rng(0)
     writes = random_writes(rng, steps=3)
-    vectors = rng.normal(size=(READ_HEADS, PROBLEMS * SIZE)).astype(np.float32)
-    config = dataclasses.replace(BFGS, ntm_write_heads=WRITE_HEADS)
-    memory = write_all(zero_memory(config, PROBLEMS * SIZE, PROBLEMS, jnp.float32), writes)
-    got = read_memory(memory, jnp.asarray(vectors), PROBLEMS, initial_scale)
+    vectors = rng.normal(size=(READ_HEADS, PROBLEMS, SIZE)).astype(np.float32)
+    got, memory = write_and_read(None, writes, vectors, initial_scale)
+    assert isinstance(memory, DenseMemory)
     expected = numpy_read(numpy_memory(writes, initial_scale), vectors)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -70,13 +73,9 @@ def test_dense_read_and_write_against_numpy(initial_scale):
 def test_window_keeps_the_last_steps_writes(window):
     rng = np.random.default_rng(1)
     writes = random_writes(rng, steps=3)
-    vectors = rng.normal(size=(READ_HEADS, PROBLEMS * SIZE)).astype(np.float32)
-    config = dataclasses.replace(
-        BFGS, kind="ntm_lbfgs", ntm_window=window, ntm_write_heads=WRITE_HEADS
-    )
-    memory = write_all(zero_memory(config, PROBLEMS * SIZE, PROBLEMS, jnp.float32), writes)
+    vectors = rng.normal(size=(READ_HEADS, PROBLEMS, SIZE)).astype(np.float32)
+    got, memory = write_and_read(window, writes, vectors, 1.0)
     assert isinstance(memory, WindowMemory)
-    got = read_memory(memory, jnp.asarray(vectors), PROBLEMS, 1.0)
     expected = numpy_read(numpy_memory(writes[-window:], 1.0), vectors)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -93,7 +92,9 @@ def run_updates(config, weights, params, problems, num_steps, batched=True):
     grad = jax.grad(TASK.loss)
     if batched:
         grad = jax.vmap(grad, in_axes=(0, 0, None))
-    optimizer = learned_optimizer(weights, config, batched=batched)
+    optimizer = learned_optimizer(weights, config)
+    if batched:
+        optimizer = vectorized(optimizer)
     state = optimizer.init(params)
     history = []
     for _ in range(num_steps):
@@ -136,11 +137,11 @@ def test_the_update_comes_from_the_read_or_from_the_controller():
     params, problems = sample_batch(TASK, jax.random.key(4), 2)
     weights = random_weights(config, seed=3)
     from_read, state = run_updates(config, weights, params, problems, num_steps=2)
-    np.testing.assert_allclose(from_read[-1].reshape(-1), state.reads[0], rtol=1e-6)
+    np.testing.assert_allclose(from_read[-1], state.reads[0], rtol=1e-6)
     from_controller = dataclasses.replace(config, ntm_update_from="controller")
     controller_weights = random_weights(from_controller, seed=3)
     direct, state = run_updates(from_controller, controller_weights, params, problems, 2)
-    assert np.abs(direct[-1].reshape(-1) - state.reads[0]).max() > 1e-3
+    assert np.abs(direct[-1] - state.reads[0]).max() > 1e-3
 
 
 def test_untrained_ntm_proposes_no_update():
@@ -152,7 +153,7 @@ def test_untrained_ntm_proposes_no_update():
 
 def test_a_dense_memory_too_big_is_a_config_error():
     with pytest.raises(ConfigError, match="ntm_lbfgs"):
-        zero_memory(BFGS, 20_000, 1, jnp.float32)
+        zero_memory(None, 3, 20_000, jnp.float32)
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,15 @@ from l2lgd.errors import L2LError
 from l2lgd.optimizers import (
     BASELINE_NAMES,
     baseline,
-    init_lstm_weights,
+    init_learned_weights,
+    learned_architecture,
     learned_optimizer,
     log_sign_preprocess,
     lstm_update,
     parse_baseline_spec,
 )
-from l2lgd.optimizers.lstm import ravel_coordinates
 from l2lgd.optimizers.preprocess import num_features, preprocess
+from l2lgd.rollout import vectorized
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -123,7 +124,7 @@ def numpy_zero_state(config, num_coordinates):
 def random_weights(config, seed=0, scale=0.5):
     """LSTM weights in flax's layout with every entry random and non-zero.
 
-    Drawn with NumPy (no jax.random compilation); init_lstm_weights' output layer starts at zero.
+    Drawn with NumPy (no jax.random compilation); init_learned_weights' output layer starts at zero.
     """
     rng = np.random.default_rng(seed)
     hidden, gates = config.hidden_size, 4 * config.hidden_size
@@ -159,8 +160,8 @@ NUM_COORDINATES = 7  # every LSTM test uses this many, so compiled primitives ar
 
 @pytest.mark.parametrize("config", LSTM_CONFIGS, ids=str)
 def test_init_weights_have_the_layout_of_the_reference(config):
-    # random_weights (and so the NumPy reference) assumes this layout; init_lstm_weights makes it.
-    initial = jax.eval_shape(lambda key: init_lstm_weights(key, config), jax.random.key(0))
+    # random_weights (and so the NumPy reference) assumes this layout; init_learned_weights makes it.
+    initial = jax.eval_shape(lambda key: init_learned_weights(key, config), jax.random.key(0))
     assert jax.tree.map(np.shape, initial) == jax.tree.map(np.shape, random_weights(config))
 
 
@@ -171,7 +172,8 @@ def test_lstm_update_matches_numpy_lstm_over_several_steps(config):
     learned = learned_optimizer(weights, config)
     state = learned.init(jnp.zeros(num_coordinates)).lstm_state
     reference_state = numpy_zero_state(config, num_coordinates)
-    step = jax.jit(lambda grads, state: lstm_update(weights, config, grads, state))
+    architecture = learned_architecture(config)
+    step = jax.jit(lambda grads, state: lstm_update(weights, architecture, grads, state))
 
     for t in range(4):
         grads = random_gradients(t, num_coordinates)
@@ -222,7 +224,9 @@ def test_learned_optimizer_on_a_pytree_equals_lstm_update_on_the_flat_vector():
         assert jax.tree.map(np.shape, updates) == jax.tree.map(np.shape, params)
 
         flat_grads, unravel = ravel_pytree(grads)
-        flat_updates, flat_state = lstm_update(weights, CONFIG, flat_grads, flat_state)
+        flat_updates, flat_state = lstm_update(
+            weights, learned_architecture(CONFIG), flat_grads, flat_state
+        )
         assert_trees_allclose(updates, unravel(flat_updates))
         assert np.abs(flat_updates).max() > 1e-3
         params = optax.apply_updates(params, updates)
@@ -267,7 +271,7 @@ def test_learned_optimizer_update_compiles_once():
 
 
 def test_initial_weights_propose_no_update():
-    weights = init_lstm_weights(jax.random.key(0), CONFIG)
+    weights = init_learned_weights(jax.random.key(0), CONFIG)
     assert not np.any(np.asarray(weights["output"]["kernel"]))
     learned = learned_optimizer(weights, CONFIG)
     params = nested_params()
@@ -388,18 +392,45 @@ def test_parse_baseline_spec_rejects_bad_specs(spec, message):
         parse_baseline_spec(spec)
 
 
-def test_a_batch_of_problems_is_flattened_problem_by_problem():
-    """Leaves sharing a leading axis give each problem one contiguous block of coordinates."""
-    tree = {"w": jnp.arange(12.0).reshape(2, 3, 2), "b": jnp.arange(4.0).reshape(2, 2) + 100}
-    flat, unravel = ravel_coordinates(tree)
-    np.testing.assert_array_equal(flat, [100, 101, 0, 1, 2, 3, 4, 5, 102, 103, 6, 7, 8, 9, 10, 11])
-    assert_trees_allclose(unravel(flat), tree)
+def test_vectorized_learned_optimizer_equals_each_problem_alone_and_compiles_once():
+    """The rollout's vmap of the one-problem optimizer: each problem of a pytree batch is
+    optimized as if alone, and a second jitted step traces nothing new."""
+    weights = random_weights(CONFIG)
+    rng = np.random.default_rng(3)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 2, 2)), jnp.float32), "b": jnp.zeros((3, 2))}
+    batched = vectorized(learned_optimizer(weights, CONFIG))
+    traces = []
+
+    @jax.jit
+    def step(grads, state):
+        traces.append(None)
+        return batched.update(grads, state, params)
+
+    state = batched.init(params)
+    alone = learned_optimizer(weights, CONFIG)
+    states = [alone.init(jax.tree.map(lambda leaf, i=i: leaf[i], params)) for i in range(3)]
+    for t in range(2):
+        grads = jax.tree.map(lambda p, t=t: jnp.asarray(random_gradients(t, p.shape)), params)
+        updates, state = step(grads, state)
+        for i in range(3):
+            expected, states[i] = alone.update(
+                jax.tree.map(lambda leaf, i=i: leaf[i], grads), states[i]
+            )
+            assert_trees_allclose(jax.tree.map(lambda leaf, i=i: leaf[i], updates), expected)
+    assert len(traces) == 1
+    assert np.abs(ravel_pytree(updates)[0]).max() > 1e-3
 
 
-def test_leaves_without_a_shared_leading_axis_are_flattened_like_ravel_pytree():
-    tree = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3), "scale": jnp.array(2.0, jnp.bfloat16)}
-    flat, unravel = ravel_coordinates(tree)
-    np.testing.assert_array_equal(flat, ravel_pytree(tree)[0])
-    restored = unravel(flat)
-    assert restored["scale"].dtype == jnp.bfloat16
-    assert_trees_allclose(restored, tree)
+def test_a_vmap_over_several_weights_equals_each_weights_alone():
+    """The coordinatewise layers' vmap rule also serves a vmap over optimizers (a sweep)."""
+    weights = [random_weights(CONFIG, seed=seed) for seed in (1, 2)]
+    grads = jnp.asarray(random_gradients(4, NUM_COORDINATES))
+
+    def step(weights):
+        learned = learned_optimizer(weights, CONFIG)
+        return learned.update(grads, learned.init(grads))[0]
+
+    swept = jax.vmap(step)(jax.tree.map(lambda *leaves: jnp.stack(leaves), *weights))
+    for index, one in enumerate(weights):
+        np.testing.assert_allclose(swept[index], step(one), rtol=RTOL, atol=ATOL)
+    assert not np.allclose(swept[0], swept[1])

@@ -14,8 +14,8 @@ from jax.flatten_util import ravel_pytree
 from l2lgd.config import MetaConfig, OptimizerConfig
 from l2lgd.evaluate import baseline_curves, loss_curves
 from l2lgd.meta.unroll import meta_loss
-from l2lgd.optimizers import baseline, init_lstm_weights, learned_optimizer, lstm_update
-from l2lgd.rollout import init_optimizee_state, rollout, sqrt_block_length
+from l2lgd.optimizers import baseline, init_learned_weights, learned_optimizer
+from l2lgd.rollout import init_optimizee_state, rollout, sqrt_block_length, vectorized
 from l2lgd.tasks import QuadraticTask, make_task, sample_batch
 
 TASK = QuadraticTask(variant="deepmind", dim=3, init_std=0.1)
@@ -34,12 +34,12 @@ def assert_trees_allclose(actual, expected, rtol, atol):
 
 @functools.cache
 def random_weights(seed=1):
-    """Random weights in the layout init_lstm_weights makes, all non-zero (its output layer is 0).
+    """Random weights in the layout init_learned_weights makes, all non-zero (its output layer is 0).
 
     Kernels N(0, 0.8^2) and biases N(0, 0.1^2): with these the LSTM's output depends strongly
     on its gradient input, so that the second-order part of the meta-gradient is a few percent.
     """
-    layout = jax.eval_shape(lambda key: init_lstm_weights(key, CONFIG), jax.random.key(0))
+    layout = jax.eval_shape(lambda key: init_learned_weights(key, CONFIG), jax.random.key(0))
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
@@ -120,20 +120,20 @@ def random_gradient_steps(seed, num_steps=3):
 
 @pytest.mark.parametrize("name", ["adam", "learned"])
 def test_one_optimizer_over_the_batch_equals_one_per_problem(name):
-    # rollout applies one optimizer to the whole (problems, dim) batch; for a coordinatewise
-    # optimizer that must equal an independent optimizer per problem.
+    # The rollout vectorizes the one-problem optimizer over the (problems, dim) batch; for a
+    # coordinatewise optimizer that equals one optimizer over all problems' coordinates at once.
     optimizer = OPTIMIZERS[name]()
     params, _ = batch()
 
     @jax.jit
     def both_routes(gradient_steps):
         batched_state = optimizer.init(params)
-        vmapped_state = jax.vmap(optimizer.init)(params)
+        vmapped_state = vectorized(optimizer).init(params)
         batched, vmapped = [], []
         for grads in gradient_steps:
             updates, batched_state = optimizer.update(grads, batched_state, params)
             batched.append(updates)
-            updates, vmapped_state = jax.vmap(optimizer.update)(grads, vmapped_state, params)
+            updates, vmapped_state = vectorized(optimizer).update(grads, vmapped_state, params)
             vmapped.append(updates)
         return batched, vmapped
 
@@ -145,21 +145,37 @@ def test_one_optimizer_over_the_batch_equals_one_per_problem(name):
 # --- meta-gradients -------------------------------------------------------------------------------
 
 
+def jnp_lstm_update(weights, grads, state):
+    """One step of CONFIG's LSTM (no preprocessing, output scale 1), written out plainly with
+    coordinates as rows: (updates, new state), `state` a list of (h, c) per layer."""
+    layer_input, new_state = grads[:, None], []
+    for layer, (h, c) in enumerate(state):
+        dense = weights[f"lstm_{layer}"]
+        gates = jnp.concatenate([layer_input, h], axis=1) @ dense["kernel"] + dense["bias"]
+        i, f, g, o = jnp.split(gates, 4, axis=1)
+        c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        new_state.append((h, c))
+        layer_input = h
+    return (layer_input @ weights["output"]["kernel"] + weights["output"]["bias"])[:, 0], new_state
+
+
 def reference_meta_loss(weights, params, problems, frozen_grads=None):
-    """The meta-loss by hand: a Python loop over lstm_update, differentiable end to end.
+    """The meta-loss by hand: a Python loop over `jnp_lstm_update`, differentiable end to end.
 
     With `frozen_grads`, the optimizer is fed those (constant) gradients instead of the live ones,
     while the losses are still those of the live parameters: the function whose derivative the
     paper's first-order meta-gradient is. Also returns the live gradients it saw.
     """
     loss_and_grad = jax.vmap(jax.value_and_grad(TASK.loss), in_axes=(0, 0, None))
-    lstm_state = learned_optimizer(weights, CONFIG).init(params).lstm_state
+    zeros = jnp.zeros((params.size, CONFIG.hidden_size))
+    lstm_state = [(zeros, zeros)] * CONFIG.num_layers
     total, seen = 0.0, []
     for t in range(NUM_STEPS):
         losses, grads = loss_and_grad(params, problems, UNUSED_KEY)
         seen.append(grads)
         fed = grads if frozen_grads is None else frozen_grads[t]
-        updates, lstm_state = lstm_update(weights, CONFIG, fed.reshape(-1), lstm_state)
+        updates, lstm_state = jnp_lstm_update(weights, fed.reshape(-1), lstm_state)
         params = params + updates.reshape(params.shape)
         total = total + losses
     total = total + jax.vmap(TASK.loss, in_axes=(0, 0, None))(params, problems, UNUSED_KEY)
@@ -295,7 +311,7 @@ def test_learned_optimizer_runs_in_float64(tiny_config):
         task = make_task(tiny_config.task)
         weights = jax.tree.map(
             lambda w: w.astype(jnp.float64),
-            init_lstm_weights(jax.random.key(0), tiny_config.optimizer),
+            init_learned_weights(jax.random.key(0), tiny_config.optimizer),
         )
         optimizer = learned_optimizer(weights, tiny_config.optimizer)
         params, problems = sample_batch(task, jax.random.key(1), 3)
@@ -311,7 +327,7 @@ def test_log_sum_objective_sums_the_log_losses(tiny_config):
     """meta.objective=log_sum is the mean over problems of the summed log-losses of the unroll."""
     task = make_task(tiny_config.task)
     weights = jax.tree.map(
-        lambda w: w + 0.05, init_lstm_weights(jax.random.key(0), tiny_config.optimizer)
+        lambda w: w + 0.05, init_learned_weights(jax.random.key(0), tiny_config.optimizer)
     )
     params, problems = sample_batch(task, jax.random.key(1), 4)
     optimizer = learned_optimizer(weights, tiny_config.optimizer)

@@ -58,7 +58,7 @@ def make_learned_evaluator(
     check_divisible(num_problems, mesh, "meta.num_validation_problems")
 
     def evaluate(weights: Any) -> jax.Array:
-        optimizer = learned_optimizer(weights, config.optimizer, batched=True)
+        optimizer = learned_optimizer(weights, config.optimizer)
         return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps, mesh)[1]
 
     everywhere = replicated(mesh)

@@ -51,7 +51,7 @@ def meta_loss(
     objective "sum" is the paper's: the sum of the optimizee losses over the unroll. "log_sum"
     sums their logarithms instead, so that late steps (small losses) weigh as much as early ones.
     """
-    optimizer = learned_optimizer(weights, optimizer_config, batched=True)
+    optimizer = learned_optimizer(weights, optimizer_config)
     state, losses = rollout(
         task,
         optimizer,
@@ -98,7 +98,7 @@ def make_meta_iteration(
     def meta_iteration(meta_state: MetaState, key: jax.Array) -> tuple[MetaState, jax.Array]:
         problem_key, unroll_key = jax.random.split(key)
         params, problems = sample_batch(task, problem_key, meta_config.num_problems, mesh)
-        optimizer = learned_optimizer(meta_state.weights, optimizer_config, batched=True)
+        optimizer = learned_optimizer(meta_state.weights, optimizer_config)
         state = init_optimizee_state(optimizer, params)
         (meta_state, _), losses = jax.lax.scan(
             lambda carry, k: one_unroll(carry, k, problems),

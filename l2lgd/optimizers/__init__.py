@@ -1,20 +1,18 @@
-"""Optimizers: the learned coordinatewise LSTM and the optax baselines, all as optax transformations."""
+"""Optimizers: the learned coordinatewise LSTM and its variants and the optax baselines, all as
+optax transformations; a learned one is written for one problem."""
 
+from l2lgd.optimizers.architecture import LearnedArchitecture
 from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
-from l2lgd.optimizers.groups import (
-    CIFAR_GROUPS,
-    GROUP_RULES,
-    group_labels,
-    grouped_learned_optimizer,
-)
-from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
+from l2lgd.optimizers.groups import CIFAR_GROUPS, GROUP_RULES, GroupedArchitecture, group_labels
+from l2lgd.optimizers.learned import init_learned_weights, learned_architecture, learned_optimizer
 from l2lgd.optimizers.lstm import (
     CoordinatewiseLSTM,
     LearnedOptimizerState,
-    init_lstm_weights,
+    LSTMArchitecture,
     lstm_optimizer,
     lstm_update,
 )
+from l2lgd.optimizers.ntm import NTMArchitecture, ntm_optimizer
 from l2lgd.optimizers.preprocess import log_sign_preprocess
 
 __all__ = [
@@ -22,15 +20,19 @@ __all__ = [
     "CIFAR_GROUPS",
     "GROUP_RULES",
     "CoordinatewiseLSTM",
+    "GroupedArchitecture",
+    "LSTMArchitecture",
+    "LearnedArchitecture",
     "LearnedOptimizerState",
+    "NTMArchitecture",
     "baseline",
     "group_labels",
-    "grouped_learned_optimizer",
     "init_learned_weights",
-    "init_lstm_weights",
+    "learned_architecture",
     "learned_optimizer",
     "log_sign_preprocess",
     "lstm_optimizer",
     "lstm_update",
+    "ntm_optimizer",
     "parse_baseline_spec",
 ]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import optax
 
-from l2lgd.config import OptimizerConfig
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers.kinds import single_learned_optimizer
+from l2lgd.optimizers.architecture import LearnedArchitecture
 
 GroupRules = tuple[tuple[str, str], ...]
 """(group name, regex on the leaf's "/"-joined path) pairs; the first full match wins."""
@@ -99,39 +99,29 @@ def _compile_rules(rules: GroupRules) -> list[tuple[str, re.Pattern[str]]]:
     return compiled
 
 
-def grouped_learned_optimizer(
-    weights_by_group: Mapping[str, Any],
-    configs_by_group: Mapping[str, OptimizerConfig],
-    rules: GroupRules,
-    batched: bool = False,
-) -> optax.GradientTransformation:
-    """One learned LSTM optimizer per parameter group, as a single optax transformation.
+@dataclass(frozen=True)
+class GroupedArchitecture:
+    """One learned optimizer per parameter group, as a single optax transformation.
 
-    Each leaf goes, by `group_labels(params, rules)`, to exactly one group, whose
-    `single_learned_optimizer(weights_by_group[g], configs_by_group[g])` (an LSTM or an NTM,
-    by the config's kind) sees only that group's leaves
-    (through `optax.multi_transform`): its LSTM keeps state for exactly those coordinates. A
-    group that matches no leaf of a model costs nothing. Works on batched parameters (leading
-    problems axis) and under `jit`, like `lstm_optimizer`.
+    Each leaf goes, by `group_labels(params, rules)`, to exactly one group, whose member
+    architecture's transformation sees only that group's leaves (through
+    `optax.multi_transform`): its LSTM keeps state for exactly those coordinates. A group that
+    matches no leaf of a model costs nothing. Like every learned architecture it is written for
+    one problem; the rollout vmaps it.
 
-    Args:
-      weights_by_group: each group's LSTM weights (a pytree: meta-gradients flow into it).
-      configs_by_group: each group's LSTM architecture, preprocessing and output scale.
-      rules: (group name, regex) pairs; every group they name needs weights and a config.
-      batched: the parameters are a batch of problems (see `lstm_optimizer`).
-
-    Returns:
-      An `optax.GradientTransformation`; group g's `LearnedOptimizerState` is
-      `state.inner_states[g].inner_state`. (Newer optax names `multi_transform` `partition` and
-      keeps the old name as an alias; this uses the old one, which every supported optax has.)
+    Attributes:
+      rules: (group name, regex) pairs; every group they name needs a member.
+      members: (group name, architecture) pairs, one per group; the weights are a dict from
+        group name to that member's weights.
 
     Raises:
-      ConfigError: the groups of `weights_by_group`, `configs_by_group` and `rules` differ, or
-        (at `init`/`update`) a leaf matches no rule.
+      ConfigError: the groups of `members` and `rules` differ, or (at `transformation`) of the
+        weights, or (at `init`/`update`) a leaf matches no rule.
 
     Example:
-      >>> weights = {g: init_lstm_weights(k, config) for g, k in zip(("conv", "fc"), keys)}
-      >>> opt = grouped_learned_optimizer(weights, {"conv": config, "fc": config}, CIFAR_GROUPS)
+      >>> grouped = GroupedArchitecture(CIFAR_GROUPS, (("conv", LSTMArchitecture()),
+      ...                                             ("fc", LSTMArchitecture())))
+      >>> opt = grouped.transformation(grouped.init_weights(key))
       >>> state = opt.init(params)
       >>> updates, state = opt.update(grads, state)
 
@@ -139,25 +129,39 @@ def grouped_learned_optimizer(
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent",
       section 3.3: one LSTM for the convolutional and one for the fully connected layers.
     """
-    _check_groups(weights_by_group, configs_by_group, rules)
-    transforms = {
-        group: single_learned_optimizer(weights_by_group[group], configs_by_group[group], batched)
-        for group in weights_by_group
-    }
-    return optax.multi_transform(transforms, functools.partial(group_labels, rules=rules))
+
+    rules: GroupRules
+    members: tuple[tuple[str, LearnedArchitecture], ...]
+
+    def __post_init__(self) -> None:
+        _check_groups({"architectures": self.groups(), "rules": [group for group, _ in self.rules]})
+
+    def groups(self) -> list[str]:
+        """The group names, in the members' order."""
+        return [group for group, _ in self.members]
+
+    def init_weights(self, key: jax.Array) -> dict[str, Any]:
+        """Each group's initial weights, from its own fold of `key`."""
+        return {
+            group: architecture.init_weights(jax.random.fold_in(key, index))
+            for index, (group, architecture) in enumerate(self.members)
+        }
+
+    def transformation(self, weights: Mapping[str, Any]) -> optax.GradientTransformation:
+        """The grouped optimizer with fixed weights; group g's state is
+        `state.inner_states[g].inner_state`. (Newer optax names `multi_transform` `partition`
+        and keeps the old name as an alias; this uses the old one, which every supported optax
+        has.)"""
+        _check_groups({"weights": list(weights), "architectures": self.groups()})
+        transforms = {
+            group: architecture.transformation(weights[group])
+            for group, architecture in self.members
+        }
+        return optax.multi_transform(transforms, functools.partial(group_labels, rules=self.rules))
 
 
-def _check_groups(
-    weights_by_group: Mapping[str, Any],
-    configs_by_group: Mapping[str, OptimizerConfig],
-    rules: GroupRules,
-) -> None:
-    """The same group names in the weights, the configs and the rules."""
-    named = {
-        "weights": set(weights_by_group),
-        "configs": set(configs_by_group),
-        "rules": {group for group, _ in rules},
-    }
+def _check_groups(named: Mapping[str, list[str]]) -> None:
+    """The same group names in each of `named`'s lists."""
     if len({frozenset(groups) for groups in named.values()}) != 1:
-        listing = "; ".join(f"{what}: {sorted(groups)}" for what, groups in named.items())
-        raise ConfigError(f"the groups of the weights, configs and rules differ ({listing})")
+        listing = "; ".join(f"{what}: {sorted(set(groups))}" for what, groups in named.items())
+        raise ConfigError(f"the groups of the {' and '.join(named)} differ ({listing})")

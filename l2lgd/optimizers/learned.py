@@ -1,28 +1,84 @@
-"""The learned optimizer a config describes: one shared LSTM, or one LSTM per parameter group."""
+"""The one place that reads an `OptimizerConfig`: it builds the learned architecture a config
+describes (one per `optimizer.kind`, or one per parameter group), and from it the weights and
+the optimizer."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import optax
 
 from l2lgd.config import OptimizerConfig
-from l2lgd.optimizers.groups import GROUP_RULES, grouped_learned_optimizer
-from l2lgd.optimizers.kinds import init_single_weights, single_learned_optimizer
+from l2lgd.optimizers.architecture import LearnedArchitecture
+from l2lgd.optimizers.groups import GROUP_RULES, GroupedArchitecture
+from l2lgd.optimizers.lstm import LSTMArchitecture
+from l2lgd.optimizers.ntm import NTMArchitecture
 
 
-def learned_optimizer(
-    weights: Any, config: OptimizerConfig, batched: bool = False
-) -> optax.GradientTransformation:
-    """The learned optimizer with fixed `weights` as an optax transformation.
+def lstm_architecture(config: OptimizerConfig) -> LSTMArchitecture:
+    """`optimizer.kind` "lstm": the paper's coordinatewise LSTM."""
+    return LSTMArchitecture(
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        preprocessing=config.preprocessing,
+        preprocessing_p=config.preprocessing_p,
+        output_scale=config.output_scale,
+    )
 
-    With `config.groups == "none"` it is one optimizer of `config.kind` (`lstm_optimizer` or
-    `ntm_optimizer`) for every coordinate, and `weights` are its flax params. Otherwise `weights` maps each group of the rule set
-    `GROUP_RULES[config.groups]` to its LSTM's params, and each parameter goes to its group's LSTM.
-    Either way it works on any pytree of float parameters and its updates are added to them.
-    `batched`: the parameters are a batch of problems (leading axis), as in rollouts; see
-    `lstm_optimizer`.
+
+def lstm_gac_architecture(config: OptimizerConfig) -> LSTMArchitecture:
+    """`optimizer.kind` "lstm_gac": the LSTM with `gac_cells` global averaging cells per layer."""
+    return dataclasses.replace(lstm_architecture(config), gac_cells=config.gac_cells)
+
+
+def ntm_architecture(config: OptimizerConfig) -> NTMArchitecture:
+    """`optimizer.kind` "ntm_bfgs" (a dense memory) or "ntm_lbfgs" (a window of writes)."""
+    return NTMArchitecture(
+        controller=lstm_gac_architecture(config),
+        read_heads=config.ntm_read_heads,
+        write_heads=config.ntm_write_heads,
+        window=config.ntm_window if config.kind == "ntm_lbfgs" else None,
+        memory_init=config.ntm_memory_init,
+        update_from=config.ntm_update_from,
+        write_activation=config.ntm_write_activation,
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[OptimizerConfig], LearnedArchitecture]] = {
+    "lstm": lstm_architecture,
+    "lstm_gac": lstm_gac_architecture,
+    "ntm_bfgs": ntm_architecture,
+    "ntm_lbfgs": ntm_architecture,
+}
+"""Each `optimizer.kind`'s builder; its family module (`lstm`, `ntm`) owns the architecture."""
+
+
+def learned_architecture(config: OptimizerConfig) -> LearnedArchitecture:
+    """The architecture `config` describes: one of `config.kind` for every parameter, or, unless
+    `config.groups` is "none", one of that kind per group of the rule set
+    `GROUP_RULES[config.groups]`."""
+    single = ARCHITECTURES[config.kind](config)
+    if config.groups == "none":
+        return single
+    rules = GROUP_RULES[config.groups]
+    groups = dict.fromkeys(group for group, _ in rules)
+    return GroupedArchitecture(rules, tuple((group, single) for group in groups))
+
+
+def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTransformation:
+    """The learned optimizer with fixed `weights` as an optax transformation, for one problem.
+
+    It works on any pytree of float parameters, all of them one problem, and its updates are
+    added to them. With `config.groups == "none"` `weights` are one network's flax params;
+    otherwise they map each group to its network's params. The rollout `jax.vmap`s it over a
+    batch of problems.
+
+    Warning:
+      Its result can be differentiated in reverse mode (meta-training) only under `jax.vmap` over
+      problems, as every rollout runs it (see `l2lgd.optimizers.architecture.coordinatewise`).
 
     Example:
       >>> opt = learned_optimizer(weights, config)
@@ -33,19 +89,10 @@ def learned_optimizer(
     References:
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
-    if config.groups == "none":
-        return single_learned_optimizer(weights, config, batched)
-    rules = GROUP_RULES[config.groups]
-    configs = {group: config for group, _ in rules}
-    return grouped_learned_optimizer(weights, configs, rules, batched)
+    return learned_architecture(config).transformation(weights)
 
 
 def init_learned_weights(key: jax.Array, config: OptimizerConfig) -> Any:
-    """Initial weights of the learned optimizer `config` describes (one LSTM's, or one per group)."""
-    if config.groups == "none":
-        return init_single_weights(key, config)
-    groups = [group for group, _ in GROUP_RULES[config.groups]]
-    return {
-        group: init_single_weights(jax.random.fold_in(key, index), config)
-        for index, group in enumerate(groups)
-    }
+    """Initial weights of the learned optimizer `config` describes (one network's, or one per
+    group)."""
+    return learned_architecture(config).init_weights(key)
