@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,15 @@ from l2lgd.tasks import Task
 Metrics = dict[str, jax.Array]
 
 
+class EvaluationRun(NamedTuple):
+    """What `evaluation_run` returns: loss curves (num_steps + 1, problems), each problem's final
+    test-set metrics (problems,) (empty unless asked for), and the final parameters."""
+
+    curves: jax.Array
+    test_metrics: Metrics
+    final_params: Any
+
+
 @partial(
     jax.jit,
     static_argnames=("task", "make_optimizer", "num_problems", "num_steps", "with_test_metrics"),
@@ -34,20 +43,24 @@ def evaluation_run(
     num_problems: int,
     num_steps: int,
     with_test_metrics: bool = False,
-) -> tuple[jax.Array, Metrics]:
-    """Runs `make_optimizer(hyperparams)` on `num_problems` problems for `num_steps` steps.
+) -> EvaluationRun:
+    """Runs `make_optimizer(hyperparams)` on `num_problems` problems for `num_steps` steps: the
+    one compiled evaluation program, which comparisons, figures and styled images all call.
 
     The problems and initial parameters depend on `key` only (see `optimize_sampled_problems`).
+    The optimizer's hyper-parameters (learning rate, learned weights) are an argument, so a new
+    value compiles nothing.
 
     Returns:
-      The loss curves, shape (num_steps + 1, num_problems), and, if `with_test_metrics` (tasks
-      with a test split), each problem's final test-set metrics, shape (num_problems,) each.
+      The loss curves, shape (num_steps + 1, num_problems); if `with_test_metrics` (tasks with a
+      test split), each problem's final test-set metrics, shape (num_problems,) each; and the
+      final parameters.
     """
     optimizer = make_optimizer(hyperparams)
     state, curves = optimize_sampled_problems(task, optimizer, key, num_problems, num_steps)
     # One problem at a time: a whole test split per problem at once would not fit in memory.
     metrics = jax.lax.map(task.test_metrics, state.params) if with_test_metrics else {}
-    return curves, metrics
+    return EvaluationRun(curves, metrics, state.params)
 
 
 def loss_curves(
@@ -59,7 +72,7 @@ def loss_curves(
     num_steps: int,
 ) -> jax.Array:
     """Only the loss curves of `evaluation_run`, shape (num_steps + 1, num_problems)."""
-    return evaluation_run(task, make_optimizer, hyperparams, key, num_problems, num_steps)[0]
+    return evaluation_run(task, make_optimizer, hyperparams, key, num_problems, num_steps).curves
 
 
 def has_test_metrics(task: Task) -> bool:
@@ -123,7 +136,7 @@ def evaluate_baseline(
 ) -> CurveSummary:
     """A baseline at one learning rate on the test problems, with test metrics where the task has
     them (unless `test_metrics` is False: they cost a pass over the test split per problem)."""
-    curves, metrics = evaluation_run(
+    curves, metrics, _ = evaluation_run(
         task,
         _BaselineFactory(name),
         jnp.float32(learning_rate),
@@ -147,7 +160,7 @@ def evaluate_learned(
 ) -> CurveSummary:
     """A learned optimizer on the test problems, with test metrics where the task has them
     (unless `test_metrics` is False)."""
-    curves, metrics = evaluation_run(
+    curves, metrics, _ = evaluation_run(
         task,
         _LearnedFactory(config),
         weights,
@@ -171,6 +184,18 @@ class _BaselineFactory:
 
     def __call__(self, learning_rate: jax.Array) -> optax.GradientTransformation:
         return baseline(self.name, learning_rate)
+
+
+@dataclass(frozen=True)
+class FixedOptimizer:
+    """A given transformation as a factory that ignores its hyper-parameters (pass None), so that
+    `evaluation_run` compiles once per transformation and reuses the program on each call."""
+
+    optimizer: optax.GradientTransformation
+
+    def __call__(self, hyperparams: None) -> optax.GradientTransformation:
+        del hyperparams
+        return self.optimizer
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import optax
 
-from l2lgd.rollout import optimize_sampled_problems, sampled_start
+from l2lgd.evaluate import FixedOptimizer, evaluation_run
+from l2lgd.rollout import sampled_start
 from l2lgd.tasks import StyleTransferTask
 
 FIGURE_FILE = "stylized.png"
@@ -44,13 +45,8 @@ def stylize(
     params, _, _ = sampled_start(task, key, num_problems)
     contents, images, losses = np.asarray(params), {}, {}
     for label, optimizer in optimizers.items():
-        run = jax.jit(
-            lambda key, optimizer=optimizer: optimize_sampled_problems(
-                task, optimizer, key, num_problems, num_steps
-            )
-        )
-        state, curves = run(key)
-        images[label], losses[label] = np.asarray(state.params), np.asarray(curves[-1])
+        run = evaluation_run(task, FixedOptimizer(optimizer), None, key, num_problems, num_steps)
+        images[label], losses[label] = np.asarray(run.final_params), np.asarray(run.curves[-1])
     return contents, images, losses
 
 

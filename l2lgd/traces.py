@@ -7,6 +7,7 @@ the traces differ only by the optimizer and the path it takes.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,13 @@ def update_traces(
     """
     params, problems, run_key = sampled_start(task, key, 1)
     params, problem = jax.tree.map(lambda leaf: leaf[0], (params, problems))
-    return np.asarray(_traced_run(task, optimizer, params, problem, run_key, num_steps))[
+    return np.asarray(traced_run(task, optimizer, params, problem, run_key, num_steps))[
         :, np.asarray(coordinates)
     ]
 
 
-def _traced_run(
+@partial(jax.jit, static_argnames=("task", "optimizer", "num_steps"))
+def traced_run(
     task: Task,
     optimizer: optax.GradientTransformation,
     params: Any,
@@ -54,26 +56,23 @@ def _traced_run(
     key: jax.Array,
     num_steps: int,
 ) -> jax.Array:
-    """Every step's flat update vector, (num_steps, parameters), in one jitted scan."""
+    """Every step's flat update vector, (num_steps, parameters), in one scan: compiled once per
+    optimizer and shape (a run records each update, which the evaluation program does not)."""
 
-    @jax.jit
-    def run(params: Any, key: jax.Array) -> jax.Array:
-        def step(carry: tuple[Any, Any], index: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
-            params, opt_state = carry
-            grads = jax.grad(task.loss)(params, problem, jax.random.fold_in(key, index))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), ravel_pytree(updates)[0]
+    def step(carry: tuple[Any, Any], index: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
+        params, opt_state = carry
+        grads = jax.grad(task.loss)(params, problem, jax.random.fold_in(key, index))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), ravel_pytree(updates)[0]
 
-        carry = (params, optimizer.init(params))
-        return jax.lax.scan(step, carry, jnp.arange(num_steps))[1]
-
-    return run(params, key)
+    carry = (params, optimizer.init(params))
+    return jax.lax.scan(step, carry, jnp.arange(num_steps))[1]
 
 
 def chosen_coordinates(task: Task, count: int, key: jax.Array) -> np.ndarray:
     """`count` distinct coordinates of the task's flat parameter vector, drawn from `key`."""
-    params, _ = sample_batch(task, jax.random.key(0), 1)
-    size = ravel_pytree(params)[0].size
+    shapes = jax.eval_shape(lambda key: sample_batch(task, key, 1)[0], jax.random.key(0))
+    size = sum(leaf.size for leaf in jax.tree.leaves(shapes))
     if not 1 <= count <= size:
         raise ValueError(f"can trace 1 to {size} coordinates of this task, not {count}")
     return np.sort(np.asarray(jax.random.choice(key, size, (count,), replace=False)))

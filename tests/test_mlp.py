@@ -377,7 +377,7 @@ def test_evaluation_run_scores_the_parameters_it_ends_with(mnist_task):
     """At learning rate 0 the final parameters are the initial ones that `sample_batch` draws:
     the test metrics must be theirs, on the whole test split."""
     key = jax.random.key(10)
-    curves, metrics = evaluation_run(
+    curves, metrics, _ = evaluation_run(
         mnist_task, _BaselineFactory("adam"), jnp.float32(0.0), key, NUM_PROBLEMS, NUM_STEPS, True
     )
     assert curves.shape == (NUM_STEPS + 1, NUM_PROBLEMS)

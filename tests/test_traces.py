@@ -10,7 +10,7 @@ from test_cli import PNG_MAGIC, assert_user_error, l2l
 from l2lgd.optimizers import learned_optimizer
 from l2lgd.sources import load_learned
 from l2lgd.tasks import QuadraticTask, sample_batch
-from l2lgd.traces import chosen_coordinates, update_traces
+from l2lgd.traces import chosen_coordinates, traced_run, update_traces
 
 TASK = QuadraticTask(variant="paper", dim=6, init_std=0.5)
 KEY = jax.random.key(5)
@@ -47,6 +47,15 @@ def test_learned_trace_equals_a_plain_optax_loop():
         theta = theta + updates
     traces = update_traces(TASK, optimizer, KEY, 4, COORDINATES)
     np.testing.assert_allclose(traces, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_second_trace_of_the_same_optimizer_compiles_nothing():
+    optimizer = optax.adam(0.1)
+    update_traces(TASK, optimizer, KEY, 3, COORDINATES)
+    before = traced_run._cache_size()
+    again = update_traces(TASK, optimizer, jax.random.key(6), 3, COORDINATES)
+    assert traced_run._cache_size() == before
+    assert not np.allclose(again, update_traces(TASK, optimizer, KEY, 3, COORDINATES))
 
 
 def test_chosen_coordinates_are_distinct_and_in_range():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,36 +120,73 @@ def meta_train(
 
     start = time.perf_counter()
     start_iteration = progress.iteration
+
+    def report(record: dict[str, Any]) -> None:
+        if on_iteration is not None:
+            done = record["iteration"] - start_iteration
+            eta = (
+                (time.perf_counter() - start)
+                / done
+                * (config.meta.iterations - record["iteration"])
+            )
+            on_iteration(
+                record | {"best_validation_loss": progress.best_validation_loss, "eta_s": eta}
+            )
+
+    # The host reads an iteration's meta-loss only once the next one is queued, so that the
+    # device never waits for it; a validation reads it at once, so nothing diverged is saved.
+    unread: IterationHealth | None = None
     while progress.iteration < config.meta.iterations:
         meta_state, unroll_losses = meta_iteration(
             meta_state, jax.random.fold_in(train_key, progress.iteration)
         )
-        loss = float(jnp.mean(unroll_losses))
-        if not (math.isfinite(loss) and all_finite(meta_state.weights)):
-            raise DivergenceError(
-                f"meta-loss or LSTM weights became non-finite (meta-loss {loss}) at iteration "
-                f"{progress.iteration + 1}; the last good "
-                f"checkpoints are in {run_dir / 'checkpoints'} (try a lower meta.learning_rate "
-                "or meta.grad_clip)"
-            )
         progress.iteration += 1
-        record: dict[str, Any] = {"iteration": progress.iteration, "meta_loss": loss}
+        health = IterationHealth(
+            progress.iteration, *iteration_health(unroll_losses, meta_state.weights)
+        )
+        if unread is not None:
+            record = unread.checked_record(run_dir)
+            if is_primary():
+                runs.append_metrics(run_dir, record)
+            report(record)
+        unread = health
         if progress.iteration % config.meta.validate_every == 0 or (
             progress.iteration == config.meta.iterations
         ):
-            record |= _validate_and_save(run_dir, config, meta_state, progress, validate, loss)
+            record = unread.checked_record(run_dir)
+            unread = None
+            record |= _validate_and_save(
+                run_dir, config, meta_state, progress, validate, record["meta_loss"]
+            )
             if "warning" in record:
                 warn(record["warning"])
-        elif is_primary():
-            runs.append_metrics(run_dir, record)
-        if on_iteration is not None:
-            elapsed = time.perf_counter() - start
-            done = progress.iteration - start_iteration
-            eta = elapsed / done * (config.meta.iterations - progress.iteration)
-            on_iteration(
-                record | {"best_validation_loss": progress.best_validation_loss, "eta_s": eta}
-            )
+            report(record)
     return progress
+
+
+class IterationHealth(NamedTuple):
+    """One meta-iteration's mean meta-loss and whether its new state is finite, still on the
+    device until `checked_record` reads them."""
+
+    iteration: int
+    meta_loss: jax.Array
+    finite: jax.Array
+
+    def checked_record(self, run_dir: Path) -> dict[str, Any]:
+        """The iteration's metrics record; waits for the device.
+
+        Raises:
+          DivergenceError: the meta-loss or the new meta state is not finite.
+        """
+        loss, finite = jax.device_get((self.meta_loss, self.finite))
+        loss = float(loss)
+        if not (math.isfinite(loss) and finite):
+            raise DivergenceError(
+                f"meta-loss or LSTM weights became non-finite (meta-loss {loss}) at iteration "
+                f"{self.iteration}; the last good checkpoints are in {run_dir / 'checkpoints'} "
+                "(try a lower meta.learning_rate or meta.grad_clip)"
+            )
+        return {"iteration": self.iteration, "meta_loss": loss}
 
 
 def _print_warning(message: str) -> None:
@@ -162,6 +199,11 @@ def _ignore_warning(message: str) -> None:
 
 
 @jax.jit
+def iteration_health(unroll_losses: jax.Array, weights: Any) -> tuple[jax.Array, jax.Array]:
+    """The mean meta-loss of an iteration's unrolls, and whether its new LSTM weights are finite."""
+    return jnp.mean(unroll_losses), all_finite(weights)
+
+
 def all_finite(tree: Any) -> jax.Array:
     """Whether every entry of every array in `tree` is finite."""
     return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
