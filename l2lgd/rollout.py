@@ -44,10 +44,14 @@ def vectorized(optimizer: optax.GradientTransformation) -> optax.GradientTransfo
     """
 
     def state_axes(params: Any) -> Any:
+        leaves = jax.tree.leaves(params)
         one_problem = jax.tree.map(
             lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), params
         )
-        return problem_axes(jax.eval_shape(optimizer.init, one_problem))
+        state = jax.eval_shape(optimizer.init, one_problem)
+        if leaves and leaves[0].shape[0] == 1:  # one problem: first, so XLA copies no layouts
+            return 0
+        return problem_axes(state)
 
     def init(params: Any) -> Any:
         return jax.vmap(optimizer.init, out_axes=state_axes(params))(params)

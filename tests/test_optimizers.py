@@ -392,12 +392,14 @@ def test_parse_baseline_spec_rejects_bad_specs(spec, message):
         parse_baseline_spec(spec)
 
 
-def test_vectorized_learned_optimizer_equals_each_problem_alone_and_compiles_once():
+@pytest.mark.parametrize("num_problems", [1, 3])
+def test_vectorized_learned_optimizer_equals_each_problem_alone_and_compiles_once(num_problems):
     """The rollout's vmap of the one-problem optimizer: each problem of a pytree batch is
     optimized as if alone, and a second jitted step traces nothing new."""
     weights = random_weights(CONFIG)
     rng = np.random.default_rng(3)
-    params = {"w": jnp.asarray(rng.normal(size=(3, 2, 2)), jnp.float32), "b": jnp.zeros((3, 2))}
+    shape = (num_problems, 2, 2)
+    params = {"w": jnp.asarray(rng.normal(size=shape), jnp.float32), "b": jnp.zeros(shape[:2])}
     batched = vectorized(learned_optimizer(weights, CONFIG))
     traces = []
 
@@ -408,11 +410,13 @@ def test_vectorized_learned_optimizer_equals_each_problem_alone_and_compiles_onc
 
     state = batched.init(params)
     alone = learned_optimizer(weights, CONFIG)
-    states = [alone.init(jax.tree.map(lambda leaf, i=i: leaf[i], params)) for i in range(3)]
+    states = [
+        alone.init(jax.tree.map(lambda leaf, i=i: leaf[i], params)) for i in range(num_problems)
+    ]
     for t in range(2):
         grads = jax.tree.map(lambda p, t=t: jnp.asarray(random_gradients(t, p.shape)), params)
         updates, state = step(grads, state)
-        for i in range(3):
+        for i in range(num_problems):
             expected, states[i] = alone.update(
                 jax.tree.map(lambda leaf, i=i: leaf[i], grads), states[i]
             )

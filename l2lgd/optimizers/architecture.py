@@ -78,9 +78,13 @@ def _join(leaf: jax.Array, mapped: bool, problems: int) -> jax.Array:
     """(problems, ..., n) -> (..., problems * n); a leaf the vmap does not map is repeated for each problem."""
     if not mapped:
         leaf = jnp.broadcast_to(leaf, (problems, *leaf.shape))
+    if problems == 1:  # a reshape, not a transpose, which XLA would copy
+        return leaf.reshape(leaf.shape[1:])
     return jnp.moveaxis(leaf, 0, -2).reshape(*leaf.shape[1:-1], -1)
 
 
 def _split(leaf: jax.Array, problems: int) -> jax.Array:
     """(..., problems * n) -> (problems, ..., n): the inverse of `_join`."""
+    if problems == 1:
+        return leaf.reshape(1, *leaf.shape)
     return jnp.moveaxis(leaf.reshape(*leaf.shape[:-1], problems, -1), -2, 0)
