@@ -65,16 +65,20 @@ def coordinatewise(fn: Callable[..., Any]) -> Callable[..., Any]:
             outputs = jax.vmap(fn, in_axes=axes)(weights, *arrays)
         else:
             joined = [
-                jax.tree.map(lambda leaf, mapped: _join(leaf, mapped, axis_size), tree, flags)
+                jax.tree.map(
+                    lambda leaf, mapped: join_problems(leaf, mapped, axis_size), tree, flags
+                )
                 for tree, flags in zip(arrays, arrays_mapped, strict=True)
             ]
-            outputs = jax.tree.map(lambda leaf: _split(leaf, axis_size), fn(weights, *joined))
+            outputs = jax.tree.map(
+                lambda leaf: split_problems(leaf, axis_size), fn(weights, *joined)
+            )
         return outputs, jax.tree.map(lambda _: True, outputs)
 
     return custom
 
 
-def _join(leaf: jax.Array, mapped: bool, problems: int) -> jax.Array:
+def join_problems(leaf: jax.Array, mapped: bool, problems: int) -> jax.Array:
     """(problems, ..., n) -> (..., problems * n); a leaf the vmap does not map is repeated for each problem."""
     if not mapped:
         leaf = jnp.broadcast_to(leaf, (problems, *leaf.shape))
@@ -83,8 +87,8 @@ def _join(leaf: jax.Array, mapped: bool, problems: int) -> jax.Array:
     return jnp.moveaxis(leaf, 0, -2).reshape(*leaf.shape[1:-1], -1)
 
 
-def _split(leaf: jax.Array, problems: int) -> jax.Array:
-    """(..., problems * n) -> (problems, ..., n): the inverse of `_join`."""
+def split_problems(leaf: jax.Array, problems: int) -> jax.Array:
+    """(..., problems * n) -> (problems, ..., n): the inverse of `join_problems`."""
     if problems == 1:
         return leaf.reshape(1, *leaf.shape)
     return jnp.moveaxis(leaf.reshape(*leaf.shape[:-1], problems, -1), -2, 0)

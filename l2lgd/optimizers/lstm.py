@@ -8,6 +8,7 @@ for one problem; the rollout vectorizes it over a batch of problems with `jax.vm
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,12 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2lgd.optimizers.architecture import CoordinatewiseState, coordinatewise
+from l2lgd.optimizers.architecture import (
+    CoordinatewiseState,
+    coordinatewise,
+    join_problems,
+    split_problems,
+)
 from l2lgd.optimizers.preprocess import num_features, preprocess
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
@@ -63,8 +69,7 @@ def lstm_layers(
     for layer, (hidden, cell) in enumerate(state):
         hidden, cell = ColumnLSTMLayer(hidden_size, name=f"lstm_{layer}")(layer_input, hidden, cell)
         if gac_cells:
-            averaged = average_over_coordinates(hidden[:gac_cells])
-            hidden = jnp.concatenate([averaged, hidden[gac_cells:]], axis=0)
+            hidden = global_averaging(gac_cells)(hidden)
         new_state.append((hidden, cell))
         layer_input = hidden
     return layer_input, tuple(new_state)
@@ -74,6 +79,31 @@ def average_over_coordinates(values: jax.Array) -> jax.Array:
     """(rows, coordinates) -> each row's mean over the coordinates, broadcast back: what a global
     averaging cell passes on. Under the rollout's vmap a problem is never averaged with another."""
     return jnp.broadcast_to(values.mean(axis=-1, keepdims=True), values.shape)
+
+
+@functools.cache
+def global_averaging(cells: int) -> Callable[[jax.Array], jax.Array]:
+    """hidden -> hidden with its first `cells` rows averaged over the coordinates.
+
+    Under `jax.vmap` over problems it runs on all problems' coordinates side by side (as the
+    `coordinatewise` layers around it do), averaging each problem's block alone, so that no
+    layer's output is transposed to average it.
+    """
+
+    def replace(hidden: jax.Array) -> jax.Array:
+        return jnp.concatenate([average_over_coordinates(hidden[:cells]), hidden[cells:]])
+
+    custom = jax.custom_batching.custom_vmap(replace)
+
+    @custom.def_vmap
+    def side_by_side(axis_size: int, in_mapped: list[bool], hidden: jax.Array) -> tuple[Any, Any]:
+        joined = join_problems(hidden, in_mapped[0], axis_size)
+        blocks = joined[:cells].reshape(cells, axis_size, -1)
+        means = jnp.broadcast_to(blocks.mean(axis=-1, keepdims=True), blocks.shape)
+        averaged = jnp.concatenate([means.reshape(cells, -1), joined[cells:]])
+        return split_problems(averaged, axis_size), True
+
+    return custom
 
 
 class ColumnLSTMLayer(nn.Module):
