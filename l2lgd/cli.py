@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from l2lgd import interrupts, outputs, runs
-from l2lgd.atomic import write_atomically
-from l2lgd.config import TASK_NAMES, Config, check_task_name, load_config, with_overrides
+from l2lgd import interrupts, outputs, runs, specs
+from l2lgd.config import TASK_NAMES, Config, with_overrides
 from l2lgd.errors import DivergenceError, L2LError
 from l2lgd.locks import folder_lock, is_empty
 
@@ -29,13 +27,12 @@ app = typer.Typer(
 DEFAULT_BASELINES = "sgd,momentum,nag,rmsprop,adam"
 
 # Without --config, a task's config is the shipped config of the same name (configs/TASK.yaml).
-DEFAULT_TASK = "quadratic"
 
 TaskOption = Annotated[
     str | None,
     typer.Option(
         help=f"Problem family: {', '.join(TASK_NAMES)} (default: the config's, else "
-        f"{DEFAULT_TASK}); alone, it selects that task's shipped config."
+        f"{specs.DEFAULT_TASK}); alone, it selects that task's shipped config."
     ),
 ]
 ConfigOption = Annotated[
@@ -84,37 +81,6 @@ def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _flag_overrides(
-    seed: int | None = None, test_seed: int | None = None, data_dir: Path | None = None
-) -> list[str]:
-    """The config overrides that dedicated flags stand for (--seed, --test-seed, --data-dir)."""
-    overrides = []
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    if test_seed is not None:
-        overrides.append(f"eval.seed={test_seed}")
-    if data_dir is not None:
-        overrides.append(f"task.data_dir={json.dumps(str(data_dir))}")  # JSON strings are YAML
-    return overrides
-
-
-def _resolve_config(
-    task: str | None, config_path: Path | None, overrides: list[str] | None, flags: list[str]
-) -> Config:
-    """The config file (default: the task's shipped config), then the flags, then --set;
-    validated. A named task must be the config's: the two never silently disagree."""
-    if task is not None:
-        check_task_name(task)
-    reference = config_path if config_path is not None else (task or DEFAULT_TASK)
-    config = load_config(reference, [*flags, *(overrides or [])])
-    if task is not None and config.task.name != task:
-        raise L2LError(
-            f"--task {task} does not match the config's task.name {config.task.name} "
-            f"({reference}); drop --task or pick a {task} config"
-        )
-    return config
 
 
 @app.command("meta-train")
@@ -180,7 +146,7 @@ def meta_train_command(
             raise L2LError(
                 "--resume continues with the run's own config.yaml; drop --config/--set/--seed"
             )
-        run_dir = out or Path("runs") / (task or DEFAULT_TASK)
+        run_dir = out or Path("runs") / (task or specs.DEFAULT_TASK)
         if primary:
             outputs.check_writable(run_dir)
         resolved = with_overrides(runs.load_run_config(run_dir), device_overrides)
@@ -189,8 +155,8 @@ def meta_train_command(
         if not runs.has_training_state(run_dir):
             raise L2LError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
     else:
-        flags = _flag_overrides(seed, None, data_dir) + device_overrides
-        resolved = _resolve_config(task, config, set_, flags)
+        flags = specs.flag_overrides(seed, None, data_dir) + device_overrides
+        resolved = specs.resolve_config(task, config, set_ or [], flags)
         run_dir = out or Path("runs") / resolved.task.name
         if primary:
             outputs.check_writable(run_dir)
@@ -207,6 +173,7 @@ def meta_train_command(
 def _meta_train_and_report(config: Config, run_dir: Path, resume: bool, evaluate: bool) -> None:
     """Meta-trains in a locked run folder with a progress display; then plots and evaluates."""
     from l2lgd import distributed
+    from l2lgd.compare import run_evaluation
     from l2lgd.meta.train import meta_train
     from l2lgd.plot import plot_meta_training
     from l2lgd.progress import MetaTrainingDisplay
@@ -239,7 +206,7 @@ def _meta_train_and_report(config: Config, run_dir: Path, resume: bool, evaluate
             err=True,
         )
     elif evaluate:
-        _evaluate_and_report(config, str(run_dir), eval_dir, force=False)
+        _print_results(eval_dir, run_evaluation(config, str(run_dir), eval_dir))
 
 
 @app.command("evaluate")
@@ -268,50 +235,24 @@ def evaluate_command(
     force: ForceOption = False,
 ) -> None:
     """Run one optimizer on held-out test problems; write its loss curves, table and figure."""
-    from l2lgd.sources import load_learned
+    from l2lgd.compare import run_evaluation
 
-    run_dir = Path(optimizer)
-    resolved = _evaluation_config(optimizer, task, config, set_, test_seed, data_dir)
-    if not _is_baseline_spec(optimizer):
-        load_learned(optimizer)  # a bad spec fails before an output folder is made
-    default_out = (
-        run_dir / "eval"
-        if run_dir.is_dir()
-        else Path("runs") / "eval" / run_dir.name.removesuffix(".msgpack").replace(":", "_")
-    )
-    _evaluate_and_report(resolved, optimizer, out or default_out, force)
+    resolved = _test_config(optimizer, task, config, set_, test_seed, data_dir)
+    out_dir = out or specs.default_evaluation_folder(optimizer)
+    _print_results(out_dir, run_evaluation(resolved, optimizer, out_dir, force))
 
 
-def _evaluation_config(
-    optimizer_spec: str | None,
+def _test_config(
+    first_learned: str | None,
     task: str | None,
     config: Path | None,
-    overrides: list[str] | None,
+    set_: list[str] | None,
     test_seed: int | None,
     data_dir: Path | None,
 ) -> Config:
-    """The config to test optimizers with: --config if given; else the config the learned
-    optimizer was trained with, if it was trained on `task` (or no task is named); else the
-    task's shipped config. Then the flags and --set."""
-    flags = _flag_overrides(None, test_seed, data_dir)
-    training_config = None
-    if config is None and optimizer_spec is not None:
-        training_config = _training_config(optimizer_spec)
-    if training_config is not None and task in (None, training_config.task.name):
-        return with_overrides(training_config, [*flags, *(overrides or [])])
-    return _resolve_config(task, config, overrides, flags)
-
-
-def _training_config(optimizer_spec: str) -> Config | None:
-    """The config a learned optimizer was trained with (run folder or shipped name), else None."""
-    from l2lgd.config import config_from_dict
-    from l2lgd.pretrained import pretrained_name, read_provenance
-
-    if Path(optimizer_spec).is_dir():
-        return runs.load_run_config(Path(optimizer_spec))
-    if not Path(optimizer_spec).exists() and (name := pretrained_name(optimizer_spec)):
-        return config_from_dict(read_provenance(name)["config"])
-    return None
+    """The config a testing command runs with (see `specs.evaluation_config`)."""
+    flags = specs.flag_overrides(None, test_seed, data_dir)
+    return specs.evaluation_config(first_learned, task, config, set_ or [], flags)
 
 
 @app.command("compare")
@@ -341,30 +282,14 @@ def compare_command(
     Without --config: the config the first --learned optimizer was trained with (if on --task),
     else the task's shipped config.
     """
-    from l2lgd.compare import compare_optimizers
-    from l2lgd.sources import load_learned
-    from l2lgd.tasks import make_task
+    from l2lgd.compare import run_comparison
 
     names = _baseline_names(baselines)
-    if not names and not learned:
-        raise L2LError("nothing to compare: name --baselines, or a --learned optimizer, or both")
     first_learned = learned[0] if learned else None
-    resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
-    learned_optimizers = [load_learned(spec) for spec in learned or []]
+    resolved = _test_config(first_learned, task, config, set_, test_seed, data_dir)
     out_dir = out or Path("runs") / f"compare-{resolved.task.name}"
-    with outputs.claimed_output_folder(out_dir, force) as folder:
-        make_task(resolved.task)  # missing data fails before anything is printed
-        typer.echo(
-            f"tuning {', '.join(names) or 'no baselines'} on "
-            f"{resolved.eval.num_tuning_problems} training problems, then evaluating on "
-            f"{resolved.eval.num_problems} test problems...",
-            err=True,
-        )
-        summaries, tuning = compare_optimizers(
-            resolved, names, learned_optimizers, log=lambda line: typer.echo(line, err=True)
-        )
-        figures = _write_results(folder, resolved, summaries, tuning)
-    _print_results(out_dir, figures)
+    log = functools.partial(typer.echo, err=True)
+    _print_results(out_dir, run_comparison(resolved, names, learned or [], out_dir, force, log))
 
 
 def _baseline_names(text: str) -> list[str]:
@@ -421,7 +346,7 @@ def sweep_command(
         raise L2LError(f"sweep varies an MLP's architecture: --task mnist, not {task}")
     depths, widths = _integers(layers, "--layers"), _integers(units, "--units")
     names = _baseline_names(baselines)
-    resolved = _evaluation_config(learned[0], task, config, set_, test_seed, data_dir)
+    resolved = _test_config(learned[0], task, config, set_, test_seed, data_dir)
     learned_optimizers = [load_learned(spec) for spec in learned]
     outputs.check_writable(out)
     with folder_lock(out):  # finished architectures are kept: a rerun continues the sweep
@@ -439,36 +364,6 @@ def sweep_command(
     typer.echo(
         f"results: {out}/ (sweep.json, {figure.name}, one comparison folder per architecture)"
     )
-
-
-def _is_baseline_spec(spec: str) -> bool:
-    """A baseline given as NAME:LR (else a learned optimizer's run folder, file or name)."""
-    from l2lgd.optimizers.baselines import BASELINE_NAMES
-
-    return spec.partition(":")[0] in BASELINE_NAMES
-
-
-def _first_learned_spec(specs: list[str]) -> str | None:
-    """The first learned optimizer among `specs`, whose training config is the default."""
-    return next((spec for spec in specs if not _is_baseline_spec(spec)), None)
-
-
-def _labelled_optimizers(specs: list[str]) -> dict[str, Any]:
-    """Each spec's optax transformation (for one problem) under its result label: a baseline
-    NAME:LR at that rate, or a learned optimizer."""
-    from l2lgd.optimizers.baselines import baseline, parse_baseline_spec
-    from l2lgd.optimizers.learned import learned_optimizer
-    from l2lgd.sources import load_learned
-
-    transformations = {}
-    for spec in specs:
-        if _is_baseline_spec(spec):
-            name, learning_rate = parse_baseline_spec(spec)
-            transformations[f"{name} (lr {learning_rate:g})"] = baseline(name, learning_rate)
-        else:
-            learned = load_learned(spec)
-            transformations[learned.label] = learned_optimizer(learned.weights, learned.config)
-    return transformations
 
 
 @app.command("trace")
@@ -497,36 +392,11 @@ def trace_command(
 ) -> None:
     """Record and plot the update each optimizer proposes for a few coordinates of one test
     problem at every step (the paper's Figures 10-13); eval.num_steps steps."""
-    import jax
+    from l2lgd.traces import trace_into
 
-    from l2lgd.seeds import TEST_STREAM, stream_key
-    from l2lgd.tasks import make_task
-    from l2lgd.traces import chosen_coordinates, plot_update_traces, update_traces
-
-    first_learned = _first_learned_spec(optimizer)
-    resolved = _evaluation_config(first_learned, task, config, set_, test_seed, data_dir)
-    with outputs.claimed_output_folder(out, force) as folder:
-        problem_task = make_task(resolved.task)
-        key = stream_key(resolved.eval.seed, TEST_STREAM)
-        try:
-            chosen = chosen_coordinates(problem_task, coordinates, jax.random.fold_in(key, 1))
-        except ValueError as error:
-            raise L2LError(str(error)) from None
-        traces = {
-            label: update_traces(problem_task, transformation, key, resolved.eval.num_steps, chosen)
-            for label, transformation in _labelled_optimizers(optimizer).items()
-        }
-        record = {
-            "task": resolved.task.name,
-            "test_seed": resolved.eval.seed,
-            "coordinates": chosen.tolist(),
-            "updates": {label: trace.tolist() for label, trace in traces.items()},
-        }
-        title = f"updates on one {resolved.task.name} test problem (test seed {resolved.eval.seed})"
-        with interrupts.critical():
-            folder.replace_old()
-            write_atomically(out / "traces.json", json.dumps(record).encode())
-            figure = plot_update_traces(traces, chosen, out / "traces.png", title)
+    first_learned = specs.first_learned_spec(optimizer)
+    resolved = _test_config(first_learned, task, config, set_, test_seed, data_dir)
+    figure = trace_into(resolved, optimizer, coordinates, out, force)
     typer.echo(f"results: {out}/ (traces.json, {figure.name})")
 
 
@@ -550,31 +420,12 @@ def stylize_command(
 ) -> None:
     """Neural Art: content | style | each optimizer's styled image after eval.num_steps steps, on
     test content images (the paper's Figure 9)."""
-    from l2lgd.seeds import TEST_STREAM, stream_key
-    from l2lgd.stylize import stylize, write_stylized
-    from l2lgd.tasks import make_task
+    from l2lgd.stylize import stylize_into
 
-    if count < 1:
-        raise L2LError(f"--count must be at least 1, got {count}")
-    first_learned = _first_learned_spec(optimizer)
-    named_task = None if config is not None else "style"  # a --config's task is checked below
-    resolved = _evaluation_config(first_learned, named_task, config, set_, test_seed, data_dir)
-    if resolved.task.name != "style":
-        raise L2LError(f"stylize needs the style task, not {resolved.task.name}")
-    with outputs.claimed_output_folder(out, force) as folder:
-        task = make_task(resolved.task)
-        transformations = _labelled_optimizers(optimizer)
-        key = stream_key(resolved.eval.seed, TEST_STREAM)
-        steps = resolved.eval.num_steps
-        contents, images, losses = stylize(task, transformations, key, count, steps)
-        size = resolved.task.image_size
-        title = (
-            f"{size}x{size}, style {resolved.task.style_image}, {steps} steps, "
-            f"test seed {resolved.eval.seed}; {task.vgg.source}"
-        )
-        with interrupts.critical():
-            folder.replace_old()
-            figure = write_stylized(out, task, contents, images, losses, title)
+    first_learned = specs.first_learned_spec(optimizer)
+    named_task = None if config is not None else "style"  # stylize_into checks a --config's task
+    resolved = _test_config(first_learned, named_task, config, set_, test_seed, data_dir)
+    figure, losses = stylize_into(resolved, optimizer, count, out, force)
     for label, values in losses.items():
         typer.echo(f"{label}: final loss {values.mean():.4g} (mean of {count})")
     typer.echo(f"results: {out}/ ({figure.name}, stylized.json)")
@@ -704,59 +555,6 @@ def _evaluation_line(evaluation: dict[str, Any]) -> str:
         f"± {learned.final_ci95:.2g} vs {best.label} {best.final_mean:.4g} "
         f"(ratio {comparison.ratio_to_best_baseline(learned):.3f})"
     )
-
-
-def _evaluate_and_report(config: Config, optimizer_spec: str, out_dir: Path, force: bool) -> None:
-    """Evaluates one optimizer on the test problems and writes curves, table and figure."""
-    with outputs.claimed_output_folder(out_dir, force) as folder:
-        summary = _evaluate_one(config, optimizer_spec)
-        figures = _write_results(folder, config, [summary], {})
-    _print_results(out_dir, figures)
-
-
-def _evaluate_one(config: Config, optimizer_spec: str) -> Any:
-    """One optimizer's curves on the config's test problems (a CurveSummary)."""
-    from l2lgd.evaluate import evaluate_baseline, evaluate_learned
-    from l2lgd.optimizers.baselines import parse_baseline_spec
-    from l2lgd.seeds import TEST_STREAM, stream_key
-    from l2lgd.sources import load_learned
-    from l2lgd.tasks import make_task
-
-    task = make_task(config.task)
-    key = stream_key(config.eval.seed, TEST_STREAM)
-    num_problems, num_steps = config.eval.num_problems, config.eval.num_steps
-    if _is_baseline_spec(optimizer_spec):
-        name, learning_rate = parse_baseline_spec(optimizer_spec)
-        summary = evaluate_baseline(
-            task, name, learning_rate, key, num_problems, num_steps, config.eval.test_metrics
-        )
-    else:
-        learned = load_learned(optimizer_spec)
-        summary = evaluate_learned(
-            task,
-            learned.label,
-            learned.weights,
-            learned.config,
-            key,
-            num_problems,
-            num_steps,
-            config.eval.test_metrics,
-        )
-    return summary
-
-
-def _write_results(
-    folder: outputs.OutputFolder, config: Config, summaries: list[Any], tuning: dict[str, Any]
-) -> list[Path]:
-    """Replaces a folder's old results (with --force) by a comparison and its figure, in one
-    critical section: a stopped command leaves the old results or the new, whole."""
-    from l2lgd.compare import write_comparison
-    from l2lgd.plot import plot_curves
-
-    with interrupts.critical():
-        folder.replace_old()
-        write_comparison(folder.path, config, summaries, tuning)
-        return plot_curves(folder.path / "curves.json")
 
 
 def _print_results(out_dir: Path, figures: list[Path]) -> None:

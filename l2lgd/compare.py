@@ -16,13 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from l2lgd import interrupts
 from l2lgd.config import Config, EvalConfig, config_to_dict
+from l2lgd.errors import L2LError
 from l2lgd.evaluate import CurveSummary, baseline_curves, evaluate_baseline, evaluate_learned
 from l2lgd.optimizers.baselines import check_baseline_name
-from l2lgd.results import Comparison, OptimizerResult, save_comparison
+from l2lgd.outputs import OutputFolder, claimed_output_folder
+from l2lgd.plot import plot_curves
+from l2lgd.results import CURVES_FILE, Comparison, OptimizerResult, save_comparison
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, TUNING_STREAM, stream_key
-from l2lgd.sources import LearnedOptimizer
+from l2lgd.sources import LearnedOptimizer, load_learned
+from l2lgd.specs import BaselineChoice, OptimizerChoice, parse_optimizer_spec
 from l2lgd.tasks import Task, make_task, task_description
 
 # At most this many rates are added past each end of the configured grid (3 decades at 2 per
@@ -232,3 +237,59 @@ def write_comparison(
         description=task_description(config.task),
     )
     save_comparison(out_dir, comparison)
+
+
+def evaluate_choice(config: Config, choice: OptimizerChoice) -> CurveSummary:
+    """One optimizer, as parsed from a spec, on the config's test problems."""
+    task = make_task(config.task)
+    key = stream_key(config.eval.seed, TEST_STREAM)
+    shape = (key, config.eval.num_problems, config.eval.num_steps, config.eval.test_metrics)
+    if isinstance(choice, BaselineChoice):
+        return evaluate_baseline(task, choice.name, choice.learning_rate, *shape)
+    return evaluate_learned(task, choice.label, choice.weights, choice.config, *shape)
+
+
+def write_results(
+    folder: OutputFolder, config: Config, summaries: list[CurveSummary], tuning: dict[str, Any]
+) -> list[Path]:
+    """Replaces a claimed folder's old results (with --force) by a comparison and its figures,
+    in one critical section: a stopped command leaves the old results or the new, whole."""
+    with interrupts.critical():
+        folder.replace_old()
+        write_comparison(folder.path, config, summaries, tuning)
+        return plot_curves(folder.path / CURVES_FILE)
+
+
+def run_evaluation(config: Config, spec: str, out_dir: Path, force: bool = False) -> list[Path]:
+    """`l2l evaluate`: one optimizer on the test problems, written to `out_dir` with its figures
+    (the folder is claimed before any work; see `outputs.claimed_output_folder`)."""
+    choice = parse_optimizer_spec(spec)  # a bad spec fails before a folder is made
+    with claimed_output_folder(out_dir, force) as folder:
+        return write_results(folder, config, [evaluate_choice(config, choice)], {})
+
+
+def run_comparison(
+    config: Config,
+    baselines: list[str],
+    learned_specs: list[str],
+    out_dir: Path,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """`l2l compare`: tune the baselines, compare them with the learned optimizers on the same
+    test problems, write the results and figures to `out_dir`."""
+    if not baselines and not learned_specs:
+        raise L2LError("nothing to compare: name --baselines, or a --learned optimizer, or both")
+    for name in baselines:
+        check_baseline_name(name)
+    learned = [load_learned(spec) for spec in learned_specs]
+    with claimed_output_folder(out_dir, force) as folder:
+        make_task(config.task)  # missing data fails before anything is printed
+        if log is not None:
+            log(
+                f"tuning {', '.join(baselines) or 'no baselines'} on "
+                f"{config.eval.num_tuning_problems} training problems, then evaluating on "
+                f"{config.eval.num_problems} test problems..."
+            )
+        summaries, tuning = compare_optimizers(config, baselines, learned, log)
+        return write_results(folder, config, summaries, tuning)

@@ -13,9 +13,15 @@ import jax
 import numpy as np
 import optax
 
+from l2lgd import interrupts
+from l2lgd.config import Config
+from l2lgd.errors import L2LError
 from l2lgd.evaluate import FixedOptimizer, evaluation_run
+from l2lgd.outputs import claimed_output_folder
 from l2lgd.rollout import sampled_start
-from l2lgd.tasks import StyleTransferTask
+from l2lgd.seeds import TEST_STREAM, stream_key
+from l2lgd.specs import labelled_transformations
+from l2lgd.tasks import StyleTransferTask, make_task
 
 FIGURE_FILE = "stylized.png"
 RESULTS_FILE = "stylized.json"
@@ -93,3 +99,32 @@ def write_stylized(
     }
     (out_dir / RESULTS_FILE).write_text(json.dumps(record, indent=1))
     return path
+
+
+def stylize_into(
+    config: Config, specs: list[str], count: int, out_dir: Path, force: bool = False
+) -> tuple[Path, dict[str, np.ndarray]]:
+    """`l2l stylize`: each optimizer's styled images of `count` test content images, written as
+    a figure and stylized.json into `out_dir` (claimed before any work).
+
+    Returns:
+      The figure's path and each optimizer's final losses (count,).
+    """
+    if count < 1:
+        raise L2LError(f"--count must be at least 1, got {count}")
+    if config.task.name != "style":
+        raise L2LError(f"stylize needs the style task, not {config.task.name}")
+    transformations = labelled_transformations(specs)
+    with claimed_output_folder(out_dir, force) as folder:
+        task = make_task(config.task)
+        key = stream_key(config.eval.seed, TEST_STREAM)
+        steps = config.eval.num_steps
+        contents, images, losses = stylize(task, transformations, key, count, steps)
+        size = config.task.image_size
+        title = (
+            f"{size}x{size}, style {config.task.style_image}, {steps} steps, "
+            f"test seed {config.eval.seed}; {task.vgg.source}"
+        )
+        with interrupts.critical():
+            folder.replace_old()
+            return write_stylized(out_dir, task, contents, images, losses, title), losses

@@ -7,6 +7,7 @@ the traces differ only by the optimizer and the path it takes.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,17 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from l2lgd import interrupts
+from l2lgd.atomic import write_atomically
+from l2lgd.config import Config
+from l2lgd.errors import L2LError
+from l2lgd.outputs import claimed_output_folder
 from l2lgd.rollout import sampled_start
-from l2lgd.tasks import Task, sample_batch
+from l2lgd.seeds import TEST_STREAM, stream_key
+from l2lgd.specs import labelled_transformations
+from l2lgd.tasks import Task, make_task, sample_batch
+
+TRACES_FILE = "traces.json"
 
 
 def update_traces(
@@ -108,3 +118,33 @@ def plot_update_traces(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def trace_into(
+    config: Config, specs: list[str], num_coordinates: int, out_dir: Path, force: bool = False
+) -> Path:
+    """`l2l trace`: each optimizer's updates of a few coordinates on one test problem, written
+    as traces.json and a figure into `out_dir` (claimed before any work); returns the figure."""
+    transformations = labelled_transformations(specs)
+    with claimed_output_folder(out_dir, force) as folder:
+        task = make_task(config.task)
+        key = stream_key(config.eval.seed, TEST_STREAM)
+        try:
+            chosen = chosen_coordinates(task, num_coordinates, jax.random.fold_in(key, 1))
+        except ValueError as error:
+            raise L2LError(str(error)) from None
+        traces = {
+            label: update_traces(task, transformation, key, config.eval.num_steps, chosen)
+            for label, transformation in transformations.items()
+        }
+        record = {
+            "task": config.task.name,
+            "test_seed": config.eval.seed,
+            "coordinates": chosen.tolist(),
+            "updates": {label: trace.tolist() for label, trace in traces.items()},
+        }
+        title = f"updates on one {config.task.name} test problem (test seed {config.eval.seed})"
+        with interrupts.critical():
+            folder.replace_old()
+            write_atomically(out_dir / TRACES_FILE, json.dumps(record).encode())
+            return plot_update_traces(traces, chosen, out_dir / "traces.png", title)

@@ -430,7 +430,8 @@ def resolved_config(monkeypatch):
     def stop(config, *args, **kwargs):
         raise Resolved(config)
 
-    monkeypatch.setattr("l2lgd.tasks.make_task", lambda task_config: None)
+    for module in ("l2lgd.tasks", "l2lgd.compare"):
+        monkeypatch.setattr(f"{module}.make_task", lambda task_config: None)
     monkeypatch.setattr("l2lgd.runs.create_run_dir", lambda run_dir, config, force: stop(config))
     monkeypatch.setattr("l2lgd.compare.compare_optimizers", stop)
 
