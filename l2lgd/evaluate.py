@@ -33,7 +33,7 @@ class EvaluationRun(NamedTuple):
 
 @partial(
     jax.jit,
-    static_argnames=("task", "make_optimizer", "num_problems", "num_steps", "with_test_metrics"),
+    static_argnames=("make_optimizer", "num_problems", "num_steps", "with_test_metrics"),
 )
 def evaluation_run(
     task: Task,
@@ -48,8 +48,8 @@ def evaluation_run(
     one compiled evaluation program, which comparisons, figures and styled images all call.
 
     The problems and initial parameters depend on `key` only (see `optimize_sampled_problems`).
-    The optimizer's hyper-parameters (learning rate, learned weights) are an argument, so a new
-    value compiles nothing.
+    The task (its data included) and the optimizer's hyper-parameters (learning rate, learned
+    weights) are arguments, so a new value of either compiles nothing.
 
     Returns:
       The loss curves, shape (num_steps + 1, num_problems); if `with_test_metrics` (tasks with a
@@ -95,7 +95,7 @@ def baseline_curves(
     )
 
 
-@partial(jax.jit, static_argnames=("task", "make_optimizer", "num_problems", "num_steps"))
+@partial(jax.jit, static_argnames=("make_optimizer", "num_problems", "num_steps"))
 def _baseline_grid_curves(
     task: Task,
     make_optimizer: Callable[[Any], optax.GradientTransformation],

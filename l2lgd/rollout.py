@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from l2lgd.optimizers.architecture import CoordinatewiseState
-from l2lgd.tasks import Task, sample_batch
+from l2lgd.tasks.protocol import Task, sample_batch
 
 
 class OptimizeeState(NamedTuple):

@@ -76,7 +76,7 @@ def write_stylized(
     rows = len(contents)
     figure, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns), 2.3 * rows + 0.6))
     axes = np.asarray(axes).reshape(rows, len(columns))
-    style = task.style.image
+    style = np.asarray(task.style.image)
     for row in range(rows):
         panels = [contents[row], style, *(images[label][row] for label in images)]
         for column, (name, panel) in enumerate(zip(columns, panels, strict=True)):

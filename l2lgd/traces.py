@@ -57,7 +57,7 @@ def update_traces(
     ]
 
 
-@partial(jax.jit, static_argnames=("task", "optimizer", "num_steps"))
+@partial(jax.jit, static_argnames=("optimizer", "num_steps"))
 def traced_run(
     task: Task,
     optimizer: optax.GradientTransformation,

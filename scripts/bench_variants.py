@@ -33,13 +33,19 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def build(config) -> dict:
     """A variant's compiled meta-iteration, its initial state and its peak memory."""
-    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    task = make_task(config.task)
+    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = init_meta_state(weights, config.meta)
-    compiled = meta_iteration.lower(state, jax.random.key(0)).compile()
-    state, losses = compiled(state, jax.random.key(0))  # one untimed warm-up call
+    compiled = meta_iteration.lower(state, task, jax.random.key(0)).compile()
+    state, losses = compiled(state, task, jax.random.key(0))  # one untimed warm-up call
     jax.block_until_ready(losses)
-    return {"step": compiled, "state": state, "peak_bytes": peak_bytes(compiled), "seconds": []}
+    return {
+        "step": lambda state, key: compiled(state, task, key),
+        "state": state,
+        "peak_bytes": peak_bytes(compiled),
+        "seconds": [],
+    }
 
 
 def main() -> None:

@@ -91,12 +91,12 @@ def _inner_jaxprs(values):
 def benchmark_meta_training(config, repeats: int) -> dict:
     """Seconds per meta-iteration, coordinate-steps/s and matmul FLOPs of meta-training."""
     task = make_task(config.task)
-    meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
+    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = {"meta": init_meta_state(weights, config.meta)}
 
     def run(index: int) -> None:
-        state["meta"], losses = meta_iteration(state["meta"], jax.random.key(index))
+        state["meta"], losses = meta_iteration(state["meta"], task, jax.random.key(index))
         losses.block_until_ready()
 
     start = time.perf_counter()
@@ -105,7 +105,7 @@ def benchmark_meta_training(config, repeats: int) -> dict:
     times = timed_repeats(run, repeats)
     coordinates = num_coordinates(task, config.meta.num_problems)
     work = coordinates * config.meta.num_steps
-    flops = matmul_flops(meta_iteration, state["meta"], jax.random.key(0))
+    flops = matmul_flops(meta_iteration, state["meta"], task, jax.random.key(0))
     summary = _summary(times, work, compile_s, coordinates=coordinates, steps=config.meta.num_steps)
     return summary | {"matmul_flops": flops, "matmul_flops_per_s": flops / summary["median_s"]}
 

@@ -14,6 +14,7 @@ the measured matmul peak, and the ratio of the medians. Compile time is excluded
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -44,16 +45,24 @@ def worker(source: Path, config_path: str, overrides: list[str]) -> None:
     from benchmark import matmul_flops, matmul_peak_flops, timed_repeats
 
     config = load_config(source / config_path, overrides)
-    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    task = make_task(config.task)
+    if (
+        "task" in inspect.signature(make_meta_iteration).parameters
+    ):  # revisions before tasks were pytrees
+        compiled = make_meta_iteration(task, config.optimizer, config.meta)
+        task_args: tuple = ()
+    else:
+        compiled = make_meta_iteration(config.optimizer, config.meta)
+        task_args = (task,)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = {"meta": init_meta_state(weights, config.meta)}
 
     def run(index: int) -> None:
-        state["meta"], losses = meta_iteration(state["meta"], jax.random.key(index))
+        state["meta"], losses = compiled(state["meta"], *task_args, jax.random.key(index))
         losses.block_until_ready()
 
     run(-1)  # compile
-    flops = matmul_flops(meta_iteration, state["meta"], jax.random.key(0))
+    flops = matmul_flops(compiled, state["meta"], *task_args, jax.random.key(0))
     print(json.dumps({"ready": True, "matmul_flops": flops}), flush=True)
     for line in sys.stdin:
         if line.strip() == "peak":

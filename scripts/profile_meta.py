@@ -59,10 +59,10 @@ def chained(function, arguments):
 
 def whole_iteration(config):
     task = make_task(config.task)
-    meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
+    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
     weights = init_learned_weights(jax.random.key(0), config.optimizer)
     state = init_meta_state(weights, config.meta)
-    return meta_iteration, (state, jax.random.key(1))
+    return meta_iteration, (state, task, jax.random.key(1))
 
 
 def optimizee_only(config):

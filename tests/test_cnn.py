@@ -105,7 +105,8 @@ def test_default_model_has_the_documented_parameter_count():
     assert sum(sizes.values()) == 22_762 and "22,762" in cnn.__doc__
     assert sum(sizes[f"conv_{i}/kernel"] for i in range(3)) == 14_000 and "14,000" in cnn.__doc__
     assert params["fc"]["kernel"].shape == (4 * 4 * 16, 32)  # three 2x2 poolings: 32 -> 4
-    assert hash(task) == hash(CNNTask(dataset)) and task == CNNTask(dataset)
+    leaves, treedef = jax.tree.flatten(task)  # a pytree: the data are leaves, the rest static
+    assert len(leaves) == 4 and treedef == jax.tree.structure(CNNTask(dataset))
 
 
 def test_initial_loss_is_near_log_num_classes(task):

@@ -10,12 +10,12 @@ from l2lgd.tasks import make_task
 
 def test_meta_iteration_compiles_once(tiny_config):
     task = make_task(tiny_config.task)
-    meta_iteration = make_meta_iteration(task, tiny_config.optimizer, tiny_config.meta)
+    meta_iteration = make_meta_iteration(tiny_config.optimizer, tiny_config.meta)
     state = init_meta_state(
         init_learned_weights(jax.random.key(0), tiny_config.optimizer), tiny_config.meta
     )
     for index in range(3):
-        state, losses = meta_iteration(state, jax.random.key(index))
+        state, losses = meta_iteration(state, task, jax.random.key(index))
     assert losses.shape == (tiny_config.meta.num_steps // tiny_config.meta.unroll,)
     assert meta_iteration._cache_size() == 1
 

@@ -211,12 +211,13 @@ def test_each_variant_gives_every_weight_a_gradient_and_lowers_the_meta_loss(var
             *variant,
         ],
     )
-    meta_iteration = make_meta_iteration(make_task(config.task), config.optimizer, config.meta)
+    task = make_task(config.task)
+    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
     state = init_meta_state(init_learned_weights(jax.random.key(0), config.optimizer), config.meta)
     first = jax.tree.map(np.array, state.weights)  # the meta-iteration donates its input
     losses = []
     for index in range(30):
-        state, unroll_losses = meta_iteration(state, jax.random.key(100 + index % 3))
+        state, unroll_losses = meta_iteration(state, task, jax.random.key(100 + index % 3))
         losses.append(float(np.mean(unroll_losses)))
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.weights, first)
     assert min(jax.tree.leaves(moved)) > 0

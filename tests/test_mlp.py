@@ -387,7 +387,7 @@ def test_evaluation_run_scores_the_parameters_it_ends_with(mnist_task):
     params, problems = sample_batch(mnist_task, problem_key, NUM_PROBLEMS)
     first_losses = batch_loss(mnist_task, params, problems, jax.random.fold_in(run_key, 0))
     np.testing.assert_allclose(curves[0], first_losses, rtol=1e-5)
-    data = mnist_task.dataset
+    data = jax.tree.map(np.asarray, mnist_task.dataset)  # the task holds device arrays
     for problem in range(NUM_PROBLEMS):
         one = jax.tree.map(lambda leaf, p=problem: leaf[p], params)
         want_loss = np_cross_entropy(one, data.test_images, data.test_labels, "sigmoid")

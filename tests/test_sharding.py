@@ -48,10 +48,10 @@ labels = rng.integers(0, 10, 64).astype(np.int32)
 task = MLPTask(ImageDataset("random", images, labels, images, labels, 10), (6, 5), batch_size=8)
 optimizer, meta = OptimizerConfig(), MetaConfig(num_problems=4, num_steps=4, unroll=2)
 state = init_meta_state(init_learned_weights(jax.random.key(0), optimizer), meta)
-hlo = make_meta_iteration(task, optimizer, meta).lower(state, jax.random.key(1)).compile().as_text()
+hlo = make_meta_iteration(optimizer, meta).lower(state, task, jax.random.key(1)).compile().as_text()
 ops = re.findall(r"(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)[-a-z]*\\(", hlo)
 try:
-    make_meta_iteration(task, optimizer, MetaConfig(num_problems=3, num_steps=4, unroll=2))
+    make_meta_iteration(optimizer, MetaConfig(num_problems=3, num_steps=4, unroll=2))
     error = None
 except ConfigError as uneven:
     error = str(uneven)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from l2lgd.errors import DataError
@@ -13,9 +15,17 @@ from l2lgd.errors import DataError
 DATA_DIR_ENV = "L2LGD_DATA_DIR"
 
 
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["train_images", "train_labels", "test_images", "test_labels"],
+    meta_fields=["name", "num_classes"],
+)
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """Train and test splits of an image classification data set, as host numpy arrays.
+    """Train and test splits of an image classification data set, as numpy arrays when loaded.
+
+    A pytree (the four arrays are its leaves), so that a task holding it is an ordinary
+    argument of compiled programs (`l2lgd.tasks.make_task` puts them on the device).
 
     The loaders guarantee: images are uint8 of shape (N, H, W) or (N, H, W, C), labels are int32
     of shape (N,) with values in [0, num_classes), each split holds as many labels as images, and

@@ -49,20 +49,22 @@ class TrainingProgress:
 def make_learned_evaluator(
     task: Task, config: Config, num_problems: int, num_steps: int, key: jax.Array
 ) -> Callable[[Any], jax.Array]:
-    """A jitted function weights -> loss curves (steps + 1, problems) on fixed sampled problems.
+    """A function weights -> loss curves (steps + 1, problems) on fixed sampled problems.
 
-    The problems are split over the devices of meta-training; the curves come back whole on
-    every device, so every process can read them.
+    One compiled program takes the task as an argument (its data are not compiled in). The
+    problems are split over the devices of meta-training; the curves come back whole on every
+    device, so every process can read them.
     """
     mesh = problem_mesh(config.meta.devices)
     check_divisible(num_problems, mesh, "meta.num_validation_problems")
 
-    def evaluate(weights: Any) -> jax.Array:
+    def evaluate(weights: Any, task: Task) -> jax.Array:
         optimizer = learned_optimizer(weights, config.optimizer)
         return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps, mesh)[1]
 
     everywhere = replicated(mesh)
-    return jax.jit(evaluate, in_shardings=everywhere, out_shardings=everywhere)
+    compiled = jax.jit(evaluate, in_shardings=everywhere, out_shardings=everywhere)
+    return lambda weights: compiled(weights, task)
 
 
 def meta_train(
@@ -94,7 +96,7 @@ def meta_train(
       DivergenceError: a NaN or inf meta-loss; the checkpoints on disk are the last good ones.
     """
     task = make_task(config.task)
-    meta_iteration = make_meta_iteration(task, config.optimizer, config.meta)
+    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
     validate = make_learned_evaluator(
         task,
         config,
@@ -138,7 +140,7 @@ def meta_train(
     unread: IterationHealth | None = None
     while progress.iteration < config.meta.iterations:
         meta_state, unroll_losses = meta_iteration(
-            meta_state, jax.random.fold_in(train_key, progress.iteration)
+            meta_state, task, jax.random.fold_in(train_key, progress.iteration)
         )
         progress.iteration += 1
         health = IterationHealth(

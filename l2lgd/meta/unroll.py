@@ -19,7 +19,7 @@ from l2lgd.config import MetaConfig, OptimizerConfig
 from l2lgd.optimizers.learned import learned_optimizer
 from l2lgd.rollout import OptimizeeState, init_optimizee_state, rollout
 from l2lgd.sharding import check_divisible, problem_mesh, replicated
-from l2lgd.tasks import Task, sample_batch
+from l2lgd.tasks.protocol import Task, sample_batch
 
 
 class MetaState(NamedTuple):
@@ -68,13 +68,14 @@ def meta_loss(
 
 
 def make_meta_iteration(
-    task: Task, optimizer_config: OptimizerConfig, meta_config: MetaConfig
-) -> Callable[[MetaState, jax.Array], tuple[MetaState, jax.Array]]:
-    """A jitted function (meta state, key) -> (new meta state, meta-loss of each unroll).
+    optimizer_config: OptimizerConfig, meta_config: MetaConfig
+) -> Callable[[MetaState, Task, jax.Array], tuple[MetaState, jax.Array]]:
+    """A jitted function (meta state, task, key) -> (new meta state, meta-loss of each unroll).
 
     The whole iteration (sampling, every unroll, every Adam step) is one compiled program; the
-    meta state's buffers are donated so that nothing is copied between iterations. The problems
-    are split over `meta_config.devices` devices and the meta state is replicated on them.
+    task is an argument (its data are not compiled in) and the meta state's buffers are donated,
+    so that nothing is copied between iterations. The problems are split over
+    `meta_config.devices` devices; the meta state and the task are replicated on them.
     """
     mesh = problem_mesh(meta_config.devices)
     check_divisible(meta_config.num_problems, mesh, "meta.num_problems")
@@ -83,7 +84,7 @@ def make_meta_iteration(
     grad_fn = jax.value_and_grad(meta_loss, has_aux=True)
 
     def one_unroll(
-        carry: tuple[MetaState, OptimizeeState], unroll_key: jax.Array, problems: Any
+        carry: tuple[MetaState, OptimizeeState], unroll_key: jax.Array, task: Task, problems: Any
     ) -> tuple[tuple[MetaState, OptimizeeState], jax.Array]:
         meta_state, state = carry
         (loss, state), grads = grad_fn(
@@ -95,13 +96,15 @@ def make_meta_iteration(
         weights = optax.apply_updates(meta_state.weights, updates)
         return (MetaState(weights, meta_opt_state), jax.lax.stop_gradient(state)), loss
 
-    def meta_iteration(meta_state: MetaState, key: jax.Array) -> tuple[MetaState, jax.Array]:
+    def meta_iteration(
+        meta_state: MetaState, task: Task, key: jax.Array
+    ) -> tuple[MetaState, jax.Array]:
         problem_key, unroll_key = jax.random.split(key)
         params, problems = sample_batch(task, problem_key, meta_config.num_problems, mesh)
         optimizer = learned_optimizer(meta_state.weights, optimizer_config)
         state = init_optimizee_state(optimizer, params)
         (meta_state, _), losses = jax.lax.scan(
-            lambda carry, k: one_unroll(carry, k, problems),
+            lambda carry, k: one_unroll(carry, k, task, problems),
             (meta_state, state),
             jax.random.split(unroll_key, num_unrolls),
         )

@@ -1,25 +1,21 @@
 """Task families: each samples problems and gives `init_params(key, problem)` and `loss(params, problem, key)`.
 
-A task is a frozen dataclass (hashable, so a static `jit` argument) whose methods are pure and
-vmap over a batch of problems. `sample_batch` draws a batch of problems with their initial
-parameters from one key.
+A task is a pytree (arrays as leaves, hyper-parameters static; see `l2lgd.tasks.protocol`) whose
+methods are pure and vmap over a batch of problems; compiled programs take it as an argument.
+`sample_batch` draws a batch of problems with their initial parameters from one key.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 import jax
-from jax.sharding import Mesh
 
 from l2lgd.config import TASK_NAMES, TaskConfig
-from l2lgd.data import ImageDataset, load_cifar10, load_mnist, resolve_data_dir, subset_classes
-from l2lgd.data.images import load_content_images, load_style_image
 from l2lgd.errors import ConfigError
-from l2lgd.sharding import shard_problems
 from l2lgd.tasks.cnn import CNNTask
 from l2lgd.tasks.mlp import MLPTask
+from l2lgd.tasks.protocol import Task, sample_batch
 from l2lgd.tasks.quadratic import QuadraticProblem, QuadraticTask
 from l2lgd.tasks.style import ContentPool, StyleProblem, StyleTransferTask
 from l2lgd.tasks.vgg import (
@@ -29,6 +25,9 @@ from l2lgd.tasks.vgg import (
     load_vgg_weights,
     random_vgg_weights,
 )
+
+if TYPE_CHECKING:
+    from l2lgd.data import ImageDataset
 
 __all__ = [
     "CNNTask",
@@ -45,23 +44,19 @@ __all__ = [
 ]
 
 
-class Task(Protocol):
-    """What meta-training and evaluation need from a problem family."""
-
-    def sample_problem(self, key: jax.Array) -> Any: ...
-
-    def init_params(self, key: jax.Array, problem: Any) -> Any: ...
-
-    def loss(self, params: Any, problem: Any, key: jax.Array) -> jax.Array: ...
-
-
 def make_task(config: TaskConfig) -> Task:
-    """The task family a config names (loading its dataset, if it has one)."""
+    """The task family a config names (loading its dataset, if it has one), its arrays on the
+    default device (uncommitted), so that every compiled program it enters reads them in place."""
+    return jax.device_put(_host_task(config))
+
+
+def _host_task(config: TaskConfig) -> Task:
+    """The task family a config names, its arrays still on the host."""
     if config.name == "quadratic":
         return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
     if config.name == "mnist":
         return MLPTask(
-            load_dataset_cached(config.name, *_data_location(config), config.classes),
+            load_dataset(config.name, *_data_location(config), config.classes),
             hidden_sizes=config.hidden_sizes,
             activation=config.activation,
             batch_size=config.batch_size,
@@ -69,21 +64,21 @@ def make_task(config: TaskConfig) -> Task:
         )
     if config.name == "cifar10":
         return CNNTask(
-            load_dataset_cached(config.name, *_data_location(config), config.classes),
+            load_dataset(config.name, *_data_location(config), config.classes),
             conv_channels=config.conv_channels,
             fc_size=config.fc_size,
             batch_size=config.batch_size,
             init_std=config.init_std,
         )
     if config.name == "style":
-        return style_task_cached(config)
+        return style_task(config)
     raise ConfigError(f"unknown task {config.name!r}; valid: {', '.join(TASK_NAMES)}")
 
 
-@functools.lru_cache(maxsize=4)
-def style_task_cached(config: TaskConfig) -> StyleTransferTask:
-    """The Neural Art task of a config, built once per process (images read, VGG weights loaded,
-    style Grams computed), so that equal configs give the same (jit-cache-sharing) task."""
+def style_task(config: TaskConfig) -> StyleTransferTask:
+    """The Neural Art task of a config: images read, VGG weights loaded, style Grams computed."""
+    from l2lgd.data.images import load_style_image
+
     check_layer_names(config.content_layers, "task.content_layers")
     check_layer_names(config.style_layers, "task.style_layers")
     layers = config.content_layers + config.style_layers
@@ -122,45 +117,34 @@ def task_description(config: TaskConfig) -> str:
 
 
 def _content_pool(config: TaskConfig) -> ContentPool:
+    from l2lgd.data.images import load_content_images
+
     size, count = config.image_size, config.num_content_images
     if config.content_source == "folder":
         return ContentPool(load_content_images("folder", size, count, folder=config.content_dir))
-    cifar = load_dataset_cached("cifar10", *_data_location(config), ())
+    cifar = load_dataset("cifar10", *_data_location(config), ())
     split = getattr(cifar, f"{config.content_split}_images")
     return ContentPool(load_content_images("cifar10", size, count, cifar_images=split))
 
 
 def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:
-    """(source, data folder, download); for files, the folder resolved now, so that the cache is
-    keyed on the folder and not on an environment variable that may change."""
+    """(source, data folder, download); for files, the folder resolved now, so that a missing
+    folder is reported before any file is read."""
+    from l2lgd.data import resolve_data_dir
+
     data_dir = config.data_dir or None
     if config.data_source == "files":
         data_dir = str(resolve_data_dir(data_dir))
     return config.data_source, data_dir, config.download
 
 
-LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
-
-
-@functools.lru_cache(maxsize=8)
-def load_dataset_cached(
+def load_dataset(
     name: str, source: str, data_dir: str | None, download: bool, classes: tuple[int, ...]
 ) -> ImageDataset:
-    """A data set (or the subset of `classes`) read once per process, so that equal configs give
-    equal (jit-cache-sharing) tasks."""
-    dataset = LOADERS[name](source, data_dir, download)
+    """A data set, or the subset of `classes`; the data layer is imported only here, so that
+    importing the tasks (and the rollout) does not import it."""
+    from l2lgd.data import load_cifar10, load_mnist, subset_classes
+
+    loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
+    dataset = loaders[name](source, data_dir, download)
     return subset_classes(dataset, classes) if classes else dataset
-
-
-def sample_batch(
-    task: Task, key: jax.Array, num_problems: int, mesh: Mesh | None = None
-) -> tuple[Any, Any]:
-    """`num_problems` problems and their initial parameters, each with a leading batch axis.
-
-    Inside `jit`, the batch is split across the devices of `mesh` (default: all; see
-    `l2lgd.sharding`).
-    """
-    problem_keys, init_keys = jax.random.split(key)
-    problems = jax.vmap(task.sample_problem)(jax.random.split(problem_keys, num_problems))
-    params = jax.vmap(task.init_params)(jax.random.split(init_keys, num_problems), problems)
-    return shard_problems((params, problems), mesh)

@@ -33,17 +33,19 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
-from l2lgd.data import ImageDataset
 from l2lgd.errors import DataError
+
+if TYPE_CHECKING:
+    from l2lgd.data import ImageDataset
 
 BN_EPSILON = 1e-3
 """Added to the variance before the square root: Sonnet's default, which the original used."""
@@ -195,9 +197,9 @@ class CNN(nn.Module):
         return logits(hidden), used
 
 
-@dataclass(frozen=True)
+@struct.dataclass
 class CNNTask:
-    """CNN optimizees on an image dataset of NHWC images; hashable (the dataset by identity).
+    """CNN optimizees on an image dataset of NHWC images; a pytree whose leaves are its arrays.
 
     Attributes:
       dataset: images uint8 (N, H, W, C), e.g. from `l2lgd.data.load_cifar10`.
@@ -216,16 +218,16 @@ class CNNTask:
     """
 
     dataset: ImageDataset
-    conv_channels: tuple[int, ...] = (16, 16, 16)
-    fc_size: int = 32
-    batch_size: int = 128
-    init_std: float = 0.01
-    statistics_size: int = 1024
-    test_chunk_size: int = 1000
+    conv_channels: tuple[int, ...] = struct.field(pytree_node=False, default=(16, 16, 16))
+    fc_size: int = struct.field(pytree_node=False, default=32)
+    batch_size: int = struct.field(pytree_node=False, default=128)
+    init_std: float = struct.field(pytree_node=False, default=0.01)
+    statistics_size: int = struct.field(pytree_node=False, default=1024)
+    test_chunk_size: int = struct.field(pytree_node=False, default=1000)
 
     def __post_init__(self) -> None:
-        shape = self.dataset.train_images.shape
-        if len(shape) != 4:
+        shape = getattr(self.dataset.train_images, "shape", None)  # None: a pytree placeholder
+        if shape is not None and len(shape) != 4:
             raise DataError(
                 f"CNNTask needs images of shape (N, height, width, channels); "
                 f"{self.dataset.name} has {shape}"
@@ -255,8 +257,8 @@ class CNNTask:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels[index]).mean()
 
     def _split(self, split: str) -> tuple[jax.Array, jax.Array]:
-        """A whole split as arrays; inside `jit` they become constants of the compiled program,
-        so minibatches are gathered on device."""
+        """A whole split as arrays (inside `jit`, arguments of the compiled program), so that
+        minibatches are gathered on device."""
         images = getattr(self.dataset, f"{split}_images")
         labels = getattr(self.dataset, f"{split}_labels")
         return jnp.asarray(images), jnp.asarray(labels, jnp.int32)
@@ -269,8 +271,9 @@ class CNNTask:
         The sample is `statistics_size` evenly spaced images, the same for every call.
         """
         images = self.dataset.train_images
-        index = np.linspace(0, len(images) - 1, min(self.statistics_size, len(images)))
-        sample = jnp.asarray(images[np.round(index).astype(np.int64)])
+        count = images.shape[0]
+        index = np.linspace(0, count - 1, min(self.statistics_size, count))
+        sample = jnp.asarray(images)[np.round(index).astype(np.int64)]
         _, statistics = self.model.apply({"params": params}, pixels_to_floats(sample))
         return statistics
 
@@ -295,7 +298,7 @@ class CNNTask:
             return jnp.sum(losses * chunk_valid), jnp.sum(correct * chunk_valid)
 
         loss_sums, correct_sums = jax.lax.map(chunk_sums, (images, labels, valid))
-        count = len(self.dataset.test_labels)
+        count = self.dataset.test_labels.shape[0]
         return {"test_loss": loss_sums.sum() / count, "test_accuracy": correct_sums.sum() / count}
 
 
@@ -305,15 +308,16 @@ def pixels_to_floats(images: jax.Array) -> jax.Array:
 
 
 def _padded_chunks(
-    images: np.ndarray, labels: np.ndarray, chunk_size: int
+    images: jax.Array, labels: jax.Array, chunk_size: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Images, labels and a 0/1 validity mask, zero-padded and cut into chunks of `chunk_size`."""
-    size = min(chunk_size, len(labels))
-    num_chunks = math.ceil(len(labels) / size)
-    padding = num_chunks * size - len(labels)
-    valid = np.concatenate([np.ones(len(labels), np.float32), np.zeros(padding, np.float32)])
-    images = np.concatenate([images, np.zeros((padding, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros(padding, labels.dtype)]).astype(np.int32)
+    count = labels.shape[0]
+    size = min(chunk_size, count)
+    num_chunks = math.ceil(count / size)
+    padding = num_chunks * size - count
+    valid = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
+    images = jnp.concatenate([images, jnp.zeros((padding, *images.shape[1:]), images.dtype)])
+    labels = jnp.concatenate([labels, jnp.zeros(padding, labels.dtype)]).astype(jnp.int32)
     return (
         jnp.asarray(images.reshape(num_chunks, size, *images.shape[1:])),
         jnp.asarray(labels.reshape(num_chunks, size)),

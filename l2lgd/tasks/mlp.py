@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
-from l2lgd.data import ImageDataset
+if TYPE_CHECKING:
+    from l2lgd.data import ImageDataset
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
@@ -47,15 +48,15 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=init, bias_init=init)(hidden)
 
 
-@dataclass(frozen=True)
+@struct.dataclass
 class MLPTask:
-    """MLP optimizees on an image dataset; hashable (the dataset hashes by identity)."""
+    """MLP optimizees on an image dataset; a pytree whose leaves are the dataset's arrays."""
 
     dataset: ImageDataset
-    hidden_sizes: tuple[int, ...] = (20,)
-    activation: str = "sigmoid"
-    batch_size: int = 128
-    init_std: float = 0.01
+    hidden_sizes: tuple[int, ...] = struct.field(pytree_node=False, default=(20,))
+    activation: str = struct.field(pytree_node=False, default="sigmoid")
+    batch_size: int = struct.field(pytree_node=False, default=128)
+    init_std: float = struct.field(pytree_node=False, default=0.01)
 
     @property
     def model(self) -> MLP:
@@ -83,8 +84,8 @@ class MLPTask:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def _split(self, split: str) -> tuple[jax.Array, jax.Array]:
-        """A whole split as arrays; inside `jit` they become constants of the compiled program
-        (about 2 s of compile time for MNIST), so minibatches are gathered on device."""
+        """A whole split as arrays (inside `jit`, arguments of the compiled program), so that
+        minibatches are gathered on device."""
         images = getattr(self.dataset, f"{split}_images")
         labels = getattr(self.dataset, f"{split}_labels")
         return jnp.asarray(images), jnp.asarray(labels, jnp.int32)

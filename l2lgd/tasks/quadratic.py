@@ -8,11 +8,11 @@ In both, theta0 ~ N(0, init_std^2) (the original code uses init_std = 0.01).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 
 class QuadraticProblem(NamedTuple):
@@ -22,13 +22,13 @@ class QuadraticProblem(NamedTuple):
     y: jax.Array
 
 
-@dataclass(frozen=True)
+@struct.dataclass
 class QuadraticTask:
-    """The task family; frozen and hashable, so it can be a static argument of `jax.jit`."""
+    """The task family: a pytree without leaves (every field a static hyper-parameter)."""
 
-    variant: str = "paper"
-    dim: int = 10
-    init_std: float = 0.01
+    variant: str = struct.field(pytree_node=False, default="paper")
+    dim: int = struct.field(pytree_node=False, default=10)
+    init_std: float = struct.field(pytree_node=False, default=0.01)
 
     def sample_problem(self, key: jax.Array) -> QuadraticProblem:
         """Draws W and y for one problem."""

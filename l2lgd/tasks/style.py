@@ -25,12 +25,12 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from l2lgd.config import VGG_POOLINGS
 from l2lgd.errors import ConfigError
@@ -80,23 +80,23 @@ class StyleProblem(NamedTuple):
     content_features: dict[str, jax.Array]
 
 
-@dataclass(frozen=True, eq=False)
+@struct.dataclass
 class StyleTarget:
-    """The style image (uint8 (S, S, 3)) and its Gram matrix at each style layer, computed once
-    on the host. Hashes by identity, like `VGGWeights`."""
+    """The style image (uint8 (S, S, 3)) and its Gram matrix at each style layer, computed once;
+    a pytree of these arrays."""
 
     image: np.ndarray
     grams: dict[str, np.ndarray]
 
 
-@dataclass(frozen=True, eq=False)
+@struct.dataclass
 class ContentPool:
-    """The content images problems are drawn from: uint8 (N, S, S, 3); hashes by identity."""
+    """The content images problems are drawn from: uint8 (N, S, S, 3); a pytree of them."""
 
     images: np.ndarray
 
 
-@dataclass(frozen=True)
+@struct.dataclass
 class StyleTransferTask:
     """Neural Art optimizees: the image is the parameter vector (size * size * 3 coordinates).
 
@@ -120,12 +120,12 @@ class StyleTransferTask:
     content: ContentPool
     style: StyleTarget
     vgg: VGGWeights
-    content_layers: tuple[str, ...] = ("relu2_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1")
-    content_weight: float = 1.0
-    style_weight: float = 1.0
-    tv_weight: float = 1.0
-    pooling: str = "avg"
+    content_layers: tuple[str, ...] = struct.field(pytree_node=False, default=("relu2_2",))
+    style_layers: tuple[str, ...] = struct.field(pytree_node=False, default=("relu1_1", "relu2_1"))
+    content_weight: float = struct.field(pytree_node=False, default=1.0)
+    style_weight: float = struct.field(pytree_node=False, default=1.0)
+    tv_weight: float = struct.field(pytree_node=False, default=1.0)
+    pooling: str = struct.field(pytree_node=False, default="avg")
 
     @classmethod
     def create(
@@ -169,7 +169,8 @@ class StyleTransferTask:
         """The unweighted content, style and total-variation terms of `image`."""
         layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         features = self.features(image, layers)
-        grams = {name: jnp.asarray(value) for name, value in self.style.grams.items()}
+        # In the style layers' order: a pytree's dicts come back with sorted keys.
+        grams = {name: jnp.asarray(self.style.grams[name]) for name in self.style_layers}
         return {
             "content": content_loss(features, problem.content_features),
             "style": style_loss(features, grams),

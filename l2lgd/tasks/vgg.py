@@ -30,7 +30,7 @@ References:
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from l2lgd.errors import ConfigError, DataError
 from l2lgd.tasks.cnn import MatmulConv, max_pool_2x2
@@ -144,12 +145,12 @@ class VGG19(nn.Module):
         return {name: found[name] for name in self.outputs}
 
 
-@dataclass(frozen=True, eq=False)
+@struct.dataclass
 class VGGWeights:
-    """VGG-19 convolution weights (host numpy arrays) and the input normalization they expect.
+    """VGG-19 convolution weights and the input normalization they expect.
 
-    Hashes by identity (`eq=False`), so a task holding it is a static `jit` argument; load it
-    once per process (see `l2lgd.tasks.make_task`).
+    A pytree: the arrays are its leaves, `source` and `widths` static, so that a task holding it
+    is an ordinary argument of compiled programs.
 
     Attributes:
       params: {"convB_I": {"kernel": (3, 3, in, out), "bias": (out,)}} for the convolutions kept.
@@ -162,8 +163,8 @@ class VGGWeights:
     params: dict[str, dict[str, np.ndarray]]
     input_mean: np.ndarray = field(default_factory=lambda: np.asarray(CAFFE_RGB_MEAN, np.float32))
     input_std: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
-    source: str = RANDOM_WEIGHTS_LABEL
-    widths: tuple[int, ...] = VGG19_WIDTHS
+    source: str = struct.field(pytree_node=False, default=RANDOM_WEIGHTS_LABEL)
+    widths: tuple[int, ...] = struct.field(pytree_node=False, default=VGG19_WIDTHS)
 
     def normalize_pixels(self, images: jax.Array) -> jax.Array:
         """RGB images in [0, 1] -> the network's input, (255 * images - mean) / std."""
