@@ -44,8 +44,13 @@ def worker(source: Path, config_path: str, overrides: list[str]) -> None:
     sys.path.insert(0, str(SCRIPTS))
     from benchmark import matmul_flops, matmul_peak_flops, timed_repeats
 
-    config = load_config(source / config_path, overrides)
-    task = make_task(config.task)
+    from l2lgd.errors import L2LError
+
+    try:
+        config = load_config(source / config_path, overrides)
+        task = make_task(config.task)
+    except L2LError as error:  # e.g. no data folder: one line, not a worker's traceback
+        raise SystemExit(f"error: {error}") from None
     if (
         "task" in inspect.signature(make_meta_iteration).parameters
     ):  # revisions before tasks were pytrees
