@@ -7,6 +7,7 @@ methods are pure and vmap over a batch of problems; compiled programs take it as
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import jax
@@ -75,8 +76,10 @@ def _host_task(config: TaskConfig) -> Task:
     raise ConfigError(f"unknown task {config.name!r}; valid: {', '.join(TASK_NAMES)}")
 
 
+@functools.lru_cache(maxsize=4)
 def style_task(config: TaskConfig) -> StyleTransferTask:
-    """The Neural Art task of a config: images read, VGG weights loaded, style Grams computed."""
+    """The Neural Art task of a config: images read, VGG weights loaded, style Grams computed;
+    once per process, since one command builds its task at several steps."""
     from l2lgd.data.images import load_style_image
 
     check_layer_names(config.content_layers, "task.content_layers")
@@ -138,11 +141,14 @@ def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:
     return config.data_source, data_dir, config.download
 
 
+@functools.lru_cache(maxsize=8)
 def load_dataset(
     name: str, source: str, data_dir: str | None, download: bool, classes: tuple[int, ...]
 ) -> ImageDataset:
-    """A data set, or the subset of `classes`; the data layer is imported only here, so that
-    importing the tasks (and the rollout) does not import it."""
+    """A data set, or the subset of `classes`, read once per process (keyed on the resolved
+    folder), since one command builds its task at several steps (checks, training, evaluation);
+    the data layer is imported only here, so that importing the tasks (and the rollout) does not
+    import it."""
     from l2lgd.data import load_cifar10, load_mnist, subset_classes
 
     loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
