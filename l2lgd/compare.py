@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from l2lgd import interrupts
 from l2lgd.config import Config, EvalConfig, config_to_dict
 from l2lgd.errors import L2LError
 from l2lgd.evaluate import CurveSummary, baseline_curves, evaluate_baseline, evaluate_learned
@@ -254,8 +253,7 @@ def write_results(
 ) -> list[Path]:
     """Replaces a claimed folder's old results (with --force) by a comparison and its figures,
     in one critical section: a stopped command leaves the old results or the new, whole."""
-    with interrupts.critical():
-        folder.replace_old()
+    with folder.replacing():
         write_comparison(folder.path, config, summaries, tuning)
         return plot_curves(folder.path / CURVES_FILE)
 

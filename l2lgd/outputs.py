@@ -42,16 +42,20 @@ def is_run_folder(folder: Path) -> bool:
 
 @dataclass
 class OutputFolder:
-    """A claimed result folder; `replace_old()` clears a replaced folder's old results."""
+    """A claimed result folder; write the results inside `with folder.replacing():`."""
 
     path: Path
     force: bool
 
-    def replace_old(self) -> None:
-        """Deletes the results of an earlier command (with --force); called in the critical
-        section that writes the new ones, so a stopped command keeps the old results."""
-        if self.force:
-            clear_folder(self.path)
+    @contextmanager
+    def replacing(self) -> Iterator[Path]:
+        """One critical section that deletes an earlier command's results (with --force) and
+        holds the writes of the new ones: a stopped command leaves the old results or the new,
+        whole, never a mix."""
+        with interrupts.critical():
+            if self.force:
+                clear_folder(self.path)
+            yield self.path
 
 
 @contextmanager

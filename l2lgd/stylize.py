@@ -13,7 +13,6 @@ import jax
 import numpy as np
 import optax
 
-from l2lgd import interrupts
 from l2lgd.config import Config
 from l2lgd.errors import L2LError
 from l2lgd.evaluate import FixedOptimizer, evaluation_run
@@ -125,6 +124,5 @@ def stylize_into(
             f"{size}x{size}, style {config.task.style_image}, {steps} steps, "
             f"test seed {config.eval.seed}; {task.vgg.source}"
         )
-        with interrupts.critical():
-            folder.replace_old()
+        with folder.replacing():
             return write_stylized(out_dir, task, contents, images, losses, title), losses

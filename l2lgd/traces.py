@@ -18,7 +18,6 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2lgd import interrupts
 from l2lgd.atomic import write_atomically
 from l2lgd.config import Config
 from l2lgd.errors import L2LError
@@ -144,7 +143,6 @@ def trace_into(
             "updates": {label: trace.tolist() for label, trace in traces.items()},
         }
         title = f"updates on one {config.task.name} test problem (test seed {config.eval.seed})"
-        with interrupts.critical():
-            folder.replace_old()
+        with folder.replacing():
             write_atomically(out_dir / TRACES_FILE, json.dumps(record).encode())
             return plot_update_traces(traces, chosen, out_dir / "traces.png", title)
