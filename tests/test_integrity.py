@@ -147,10 +147,11 @@ def test_kill_between_the_metrics_and_the_training_state_loses_nothing(
     _assert_same_run(run_dir, uninterrupted)
 
 
-def test_kill_while_replacing_the_training_state_resumes_from_the_previous(
+def test_kill_while_replacing_the_training_state_leaves_the_latest_in_place(
     uninterrupted, tmp_path, monkeypatch
 ):
-    """Killed after the latest state became the previous one, before the new one was written."""
+    """Killed after the previous state was written, before the new latest one: a latest state
+    exists at every moment (a second writer or `--force` checks for it), and resume is ordinary."""
     run_dir = tmp_path / "run"
     _run_killed_in(
         monkeypatch,
@@ -158,15 +159,24 @@ def test_kill_while_replacing_the_training_state_resumes_from_the_previous(
         "save_tree",
         lambda path, tree: path.name == "training_state.msgpack" and tree["iteration"] == 6,
     )
-    assert not runs.training_state_path(run_dir).exists()
-    assert runs.has_training_state(run_dir)
+    assert load_tree(runs.training_state_path(run_dir))["iteration"] == 3
 
     warnings = []
     meta_train(CONFIG, run_dir, resume=True, on_warning=warnings.append)
+    assert warnings == []
+    _assert_same_run(run_dir, uninterrupted)
+
+
+def test_a_missing_latest_training_state_resumes_from_the_previous(tmp_path):
+    run_dir = _killed_run(tmp_path / "run")
+    runs.training_state_path(run_dir).unlink()
+
+    warnings = []
+    progress = meta_train(CONFIG, run_dir, resume=True, on_warning=warnings.append)
     assert len(warnings) == 1
     assert "checkpoint not found" in warnings[0]
     assert warnings[0].endswith("resumed from training_state.previous.msgpack at iteration 3")
-    _assert_same_run(run_dir, uninterrupted)
+    assert progress.iteration == 9
 
 
 def test_resume_with_both_training_states_corrupt_names_both(tmp_path):

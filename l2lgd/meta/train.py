@@ -11,7 +11,6 @@ one before, and truncates the metrics to the iteration it resumes from.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import numpy as np
 from flax import serialization
 
 from l2lgd import interrupts, runs
+from l2lgd.atomic import write_atomically
 from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config
 from l2lgd.distributed import is_primary
@@ -272,8 +272,8 @@ def save_training_state(run_dir: Path, meta_state: MetaState, progress: Training
     The state it replaces is kept as the previous one, for `--resume` to fall back on.
     """
     latest = runs.training_state_path(run_dir)
-    if latest.is_file():
-        os.replace(latest, runs.previous_training_state_path(run_dir))
+    if latest.is_file():  # copied, not moved: a latest state exists at every moment
+        write_atomically(runs.previous_training_state_path(run_dir), latest.read_bytes())
     save_tree(
         latest,
         {
