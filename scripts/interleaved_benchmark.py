@@ -79,6 +79,7 @@ def worker(source: Path, config_path: str, overrides: list[str]) -> None:
 
 def revision_tree(revision: str, folder: Path) -> Path:
     """The source of `revision` (a git commit) unpacked into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
     ).stdout
@@ -109,7 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--against", default="HEAD", help="the git revision to compare with")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        help="a git revision to compare with (repeat it to time several in one run; default HEAD)",
+    )
     parser.add_argument("--config", default="configs/cifar10.yaml", help="relative to the root")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--set", action="append", default=[], help="config override")
@@ -119,8 +125,11 @@ def main() -> None:
     if args.worker:
         worker(Path(args.worker), args.config, args.set)
         return
+    revisions = args.against or ["HEAD"]
     with tempfile.TemporaryDirectory() as folder:
-        sources = {"this tree": ROOT, args.against: revision_tree(args.against, Path(folder))}
+        sources = {"this tree": ROOT}
+        for index, revision in enumerate(revisions):
+            sources[revision] = revision_tree(revision, Path(folder) / str(index))
         # One at a time: two compilations at once would only slow each other down.
         workers, flops = {}, {}
         for name, source in sources.items():
@@ -148,8 +157,11 @@ def main() -> None:
             f"{flops[name] / 1e9:.1f} GFLOP of matmuls = "
             f"{result[name]['percent_of_matmul_peak']:.1f}% of the {peak / 1e9:.0f} GFLOP/s peak"
         )
-    result["speedup"] = result[args.against]["median_s"] / result["this tree"]["median_s"]
-    print(f"speed-up of this tree over {args.against}: {result['speedup']:.2f}x")
+    result["speedup"] = {}
+    for revision in revisions:
+        speedup = result[revision]["median_s"] / result["this tree"]["median_s"]
+        result["speedup"][revision] = speedup
+        print(f"speed-up of this tree over {revision}: {speedup:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
