@@ -5,6 +5,12 @@ Every field has a type and a valid range; an unknown key, a wrong type or an out
 is a `ConfigError` naming the field. CLI overrides use the same dotted names
 (`meta.learning_rate=0.003`).
 
+The `task` and `optimizer` sections are typed per family: `task.name` picks the task family's
+config (`QuadraticTaskConfig`, `MNISTTaskConfig`, `CIFARTaskConfig`, `StyleTaskConfig`) and
+`optimizer.kind` the learned optimizer's (`LSTMConfig`, `LSTMGACConfig`, `NTMConfig`); each holds
+only the fields that family uses, so a field of another family (`task.fc_size` in an MNIST
+config) is an error that names the family it belongs to.
+
 A file may name a `base` config (a shipped config's name, e.g. `base: mnist`, or a file path
 relative to its own folder) and give only the fields it changes; bases resolve recursively.
 The configs of the paper's experiments ship with the package (`l2lgd/configs/`), so a bare name
@@ -25,13 +31,11 @@ import yaml
 
 from l2lgd.errors import ConfigError
 
-TASK_NAMES = ("quadratic", "mnist", "cifar10", "style")
 QUADRATIC_VARIANTS = ("paper", "deepmind")
 ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
-OPTIMIZER_KINDS = ("lstm", "lstm_gac", "ntm_bfgs", "ntm_lbfgs")
 NTM_KINDS = ("ntm_bfgs", "ntm_lbfgs")
 NTM_MEMORY_INITS = ("identity", "zero")
 NTM_UPDATE_SOURCES = ("read", "controller")
@@ -62,34 +66,103 @@ CONFIG_SUFFIX = ".yaml"
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """Which problem family to sample from, and its shape.
-
-    `variant` and `dim` apply to quadratics; `hidden_sizes` and `activation` to the MNIST MLP;
-    `conv_channels` and `fc_size` to the CIFAR-10 CNN; `batch_size`, `classes` (a subset of the
-    labels, renumbered in the given order; empty: all) and the data fields to both image tasks;
-    `init_std` (initial weights ~ N(0, init_std^2)) to all but style.
-
-    The style task (Neural Art, `l2lgd.tasks.style`) uses the fields from `image_size` on:
-    content images from `content_source` ("cifar10": the first `num_content_images` of CIFAR-10's
-    `content_split`, upsampled; "folder": the image files in `content_dir`), the `style_image`
-    (a path or PACKAGE:FILE, see `l2lgd.data.images`), VGG-19 weights from the `.npz` file
-    `vgg_weights` (empty: fixed random weights), the VGG layers and the weights of the terms.
-    """
+class QuadraticTaskConfig:
+    """Random quadratics f(theta) = ||W theta - y||^2 of `dim` dimensions (`l2lgd.tasks.quadratic`):
+    `variant` "paper" or "deepmind" (how W and y are drawn); initial theta ~ N(0, init_std^2)."""
 
     name: str = "quadratic"
     variant: str = "paper"
     dim: int = 10
     init_std: float = 0.01
-    hidden_sizes: tuple[int, ...] = (20,)
-    activation: str = "sigmoid"
-    conv_channels: tuple[int, ...] = (16, 16, 16)
-    fc_size: int = 32
-    batch_size: int = 128
-    classes: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        _check_family("task.name", self.name, "quadratic")
+        _check_choice("task.variant", self.variant, QUADRATIC_VARIANTS)
+        _check_range("task.dim", self.dim, low=1)
+        _check_range("task.init_std", self.init_std, low=0.0)
+
+
+@dataclass(frozen=True)
+class DataLocationConfig:
+    """Where a task's images come from: `data_source` "files" (the files in `data_dir`, or
+    $L2LGD_DATA_DIR when empty) or "tfds" (tensorflow-datasets; `download` lets it fetch)."""
+
+    name: str = ""
     data_source: str = "files"
     data_dir: str = ""
     download: bool = False
+
+    def validate(self) -> None:
+        _check_choice("task.data_source", self.data_source, DATA_SOURCES)
+
+
+@dataclass(frozen=True)
+class ClassifierTaskConfig(DataLocationConfig):
+    """What the image classifiers share: minibatches of `batch_size` images of `classes` (a
+    subset of the labels, renumbered in the given order; empty: all), initial weights
+    ~ N(0, init_std^2)."""
+
+    init_std: float = 0.01
+    batch_size: int = 128
+    classes: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_range("task.init_std", self.init_std, low=0.0)
+        _check_range("task.batch_size", self.batch_size, low=1)
+        if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
+            raise ConfigError(
+                f"task.classes must name at least 2 distinct labels, got {self.classes}"
+            )
+        for label in self.classes:
+            _check_range("task.classes[]", label, low=0)
+
+
+@dataclass(frozen=True)
+class MNISTTaskConfig(ClassifierTaskConfig):
+    """An MLP on MNIST (`l2lgd.tasks.mlp`): `hidden_sizes` units per hidden layer, `activation`."""
+
+    name: str = "mnist"
+    hidden_sizes: tuple[int, ...] = (20,)
+    activation: str = "sigmoid"
+
+    def validate(self) -> None:
+        _check_family("task.name", self.name, "mnist")
+        super().validate()
+        for size in self.hidden_sizes:
+            _check_range("task.hidden_sizes[]", size, low=1)
+        _check_choice("task.activation", self.activation, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class CIFARTaskConfig(ClassifierTaskConfig):
+    """A CNN on CIFAR-10 (`l2lgd.tasks.cnn`): 5x5 conv layers of `conv_channels` channels, then a
+    fully connected layer of `fc_size` units."""
+
+    name: str = "cifar10"
+    conv_channels: tuple[int, ...] = (16, 16, 16)
+    fc_size: int = 32
+
+    def validate(self) -> None:
+        _check_family("task.name", self.name, "cifar10")
+        super().validate()
+        for channels in self.conv_channels:
+            _check_range("task.conv_channels[]", channels, low=1)
+        _check_range("task.fc_size", self.fc_size, low=1)
+
+
+@dataclass(frozen=True)
+class StyleTaskConfig(DataLocationConfig):
+    """Neural Art (`l2lgd.tasks.style`) on `image_size` x `image_size` images.
+
+    Content images come from `content_source` ("cifar10": the first `num_content_images` of
+    CIFAR-10's `content_split`, upsampled, read from the data location; "folder": the image files
+    in `content_dir`); the `style_image` is a path or PACKAGE:FILE (see `l2lgd.data.images`);
+    VGG-19 weights come from the `.npz` file `vgg_weights` (empty: fixed random weights). The
+    loss weighs the content, style and total-variation terms of the named VGG layers.
+    """
+
+    name: str = "style"
     image_size: int = 64
     content_source: str = "cifar10"
     content_split: str = "train"
@@ -105,24 +178,8 @@ class TaskConfig:
     tv_weight: float = 1.0
 
     def validate(self) -> None:
-        _check_choice("task.name", self.name, TASK_NAMES)
-        _check_choice("task.variant", self.variant, QUADRATIC_VARIANTS)
-        _check_range("task.dim", self.dim, low=1)
-        _check_range("task.init_std", self.init_std, low=0.0)
-        for size in self.hidden_sizes:
-            _check_range("task.hidden_sizes[]", size, low=1)
-        _check_choice("task.activation", self.activation, ACTIVATIONS)
-        for channels in self.conv_channels:
-            _check_range("task.conv_channels[]", channels, low=1)
-        _check_range("task.fc_size", self.fc_size, low=1)
-        _check_range("task.batch_size", self.batch_size, low=1)
-        if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
-            raise ConfigError(
-                f"task.classes must name at least 2 distinct labels, got {self.classes}"
-            )
-        for label in self.classes:
-            _check_range("task.classes[]", label, low=0)
-        _check_choice("task.data_source", self.data_source, DATA_SOURCES)
+        _check_family("task.name", self.name, "style")
+        super().validate()
         _check_range("task.image_size", self.image_size, low=4)
         _check_choice("task.content_source", self.content_source, CONTENT_SOURCES)
         _check_choice("task.content_split", self.content_split, CONTENT_SPLITS)
@@ -132,33 +189,82 @@ class TaskConfig:
             _check_range(f"task.{name}", getattr(self, name), low=0.0)
 
 
+TaskConfig = QuadraticTaskConfig | MNISTTaskConfig | CIFARTaskConfig | StyleTaskConfig
+"""The `task` section: one typed config per task family, chosen by `task.name`."""
+
+TASK_CONFIGS: dict[str, type] = {
+    "quadratic": QuadraticTaskConfig,
+    "mnist": MNISTTaskConfig,
+    "cifar10": CIFARTaskConfig,
+    "style": StyleTaskConfig,
+}
+TASK_NAMES = tuple(TASK_CONFIGS)
+
+
 @dataclass(frozen=True)
-class OptimizerConfig:
-    """The coordinatewise LSTM optimizer (paper: 2 layers of 20 units, linear output).
+class LSTMConfig:
+    """`optimizer.kind` "lstm": the coordinatewise LSTM optimizer (paper: 2 layers of 20 units,
+    linear output), its input `preprocessing` ("none", or the paper's "log_sign" with
+    `preprocessing_p`) and `output_scale` (update = output x scale).
 
     `groups` "none" shares one LSTM across all parameters; a rule set of
     `l2lgd.optimizers.groups.GROUP_RULES` ("conv_fc": the paper's CIFAR split) gives each group of
     parameters its own LSTM of this architecture.
-
-    `kind` "lstm_gac" is the paper's LSTM+GAC: in every layer the first `gac_cells` cells are
-    global averaging cells, whose outputs are averaged over the coordinates of one problem at
-    every step (per parameter group when `groups` splits them). `gac_cells` is unused otherwise.
-
-    `kind` "ntm_bfgs" and "ntm_lbfgs" are the paper's NTM-BFGS and NTM-L-BFGS (Appendix D): an
-    LSTM+GAC controller with `ntm_read_heads` read and `ntm_write_heads` write heads on a memory
-    per problem, dense or a window of the last `ntm_window` steps' writes; `ntm_memory_init`,
-    `ntm_update_from` and `ntm_write_activation` are the choices the paper leaves open (see
-    `l2lgd.optimizers.ntm`).
     """
 
+    kind: str = "lstm"
     hidden_size: int = 20
     num_layers: int = 2
     preprocessing: str = "none"
     preprocessing_p: float = 10.0
     output_scale: float = 1.0
     groups: str = "none"
-    kind: str = "lstm"
+
+    def validate(self) -> None:
+        _check_family("optimizer.kind", self.kind, "lstm")
+        self._validate_lstm()
+
+    def _validate_lstm(self) -> None:
+        _check_range("optimizer.hidden_size", self.hidden_size, low=1)
+        _check_range("optimizer.num_layers", self.num_layers, low=1)
+        _check_choice("optimizer.preprocessing", self.preprocessing, PREPROCESSINGS)
+        _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
+        _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
+        _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
+
+
+@dataclass(frozen=True)
+class LSTMGACConfig(LSTMConfig):
+    """`optimizer.kind` "lstm_gac": the paper's LSTM+GAC. In every layer the first `gac_cells`
+    cells are global averaging cells, whose outputs are averaged over the coordinates of one
+    problem at every step (per parameter group when `groups` splits them)."""
+
+    kind: str = "lstm_gac"
     gac_cells: int = 5
+
+    def validate(self) -> None:
+        _check_family("optimizer.kind", self.kind, "lstm_gac")
+        self._validate_gac()
+
+    def _validate_gac(self) -> None:
+        self._validate_lstm()
+        _check_range("optimizer.gac_cells", self.gac_cells, low=1)
+        if self.gac_cells > self.hidden_size:
+            raise ConfigError(
+                f"optimizer.gac_cells ({self.gac_cells}) must be at most optimizer.hidden_size "
+                f"({self.hidden_size})"
+            )
+
+
+@dataclass(frozen=True)
+class NTMConfig(LSTMGACConfig):
+    """`optimizer.kind` "ntm_bfgs" and "ntm_lbfgs": the paper's NTM-BFGS and NTM-L-BFGS
+    (Appendix D). An LSTM+GAC controller with `ntm_read_heads` read and `ntm_write_heads` write
+    heads on a memory per problem, dense ("ntm_bfgs") or a window of the last `ntm_window` steps'
+    writes ("ntm_lbfgs"); `ntm_memory_init`, `ntm_update_from` and `ntm_write_activation` are the
+    choices the paper leaves open (see `l2lgd.optimizers.ntm`)."""
+
+    kind: str = "ntm_lbfgs"
     ntm_read_heads: int = 1
     ntm_write_heads: int = 3
     ntm_window: int = 10
@@ -167,19 +273,8 @@ class OptimizerConfig:
     ntm_write_activation: str = "tanh"
 
     def validate(self) -> None:
-        _check_range("optimizer.hidden_size", self.hidden_size, low=1)
-        _check_range("optimizer.num_layers", self.num_layers, low=1)
-        _check_choice("optimizer.preprocessing", self.preprocessing, PREPROCESSINGS)
-        _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
-        _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
-        _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
-        _check_choice("optimizer.kind", self.kind, OPTIMIZER_KINDS)
-        _check_range("optimizer.gac_cells", self.gac_cells, low=1)
-        if self.gac_cells > self.hidden_size:
-            raise ConfigError(
-                f"optimizer.gac_cells ({self.gac_cells}) must be at most optimizer.hidden_size "
-                f"({self.hidden_size})"
-            )
+        _check_choice("optimizer.kind", self.kind, NTM_KINDS)
+        self._validate_gac()
         _check_range("optimizer.ntm_read_heads", self.ntm_read_heads, low=1)
         _check_range("optimizer.ntm_write_heads", self.ntm_write_heads, low=1)
         _check_range("optimizer.ntm_window", self.ntm_window, low=1)
@@ -188,6 +283,19 @@ class OptimizerConfig:
         _check_choice(
             "optimizer.ntm_write_activation", self.ntm_write_activation, NTM_WRITE_ACTIVATIONS
         )
+
+
+OptimizerConfig = LSTMConfig | LSTMGACConfig | NTMConfig
+"""The `optimizer` section: one typed config per learned-optimizer kind, chosen by
+`optimizer.kind`."""
+
+OPTIMIZER_CONFIGS: dict[str, type] = {
+    "lstm": LSTMConfig,
+    "lstm_gac": LSTMGACConfig,
+    "ntm_bfgs": NTMConfig,
+    "ntm_lbfgs": NTMConfig,
+}
+OPTIMIZER_KINDS = tuple(OPTIMIZER_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -262,8 +370,8 @@ class Config:
     """A whole experiment: what to optimize, how to meta-train, how to evaluate."""
 
     seed: int = 0
-    task: TaskConfig = field(default_factory=TaskConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    task: TaskConfig = field(default_factory=QuadraticTaskConfig)
+    optimizer: OptimizerConfig = field(default_factory=LSTMConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -284,16 +392,91 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     """Builds and validates a Config from nested plain values (as read from YAML)."""
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a mapping of sections (task, optimizer, meta, eval)")
-    return _build(Config, raw, prefix="").validate()
+    sections = {
+        "task": task_config_from_dict,
+        "optimizer": optimizer_config_from_dict,
+        "meta": lambda values: _build(MetaConfig, values, prefix="meta."),
+        "eval": lambda values: _build(EvalConfig, values, prefix="eval."),
+    }
+    valid = ["seed", *sections]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown config field(s): {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    values: dict[str, Any] = {}
+    if "seed" in raw:
+        values["seed"] = _coerce("seed", raw["seed"], int)
+    for name, build in sections.items():
+        if name in raw:
+            values[name] = build(_section(name, raw[name]))
+    return Config(**values).validate()
+
+
+def task_config_from_dict(raw: dict[str, Any]) -> TaskConfig:
+    """Builds and validates the `task` section: the typed config of the family `name` names."""
+    config = _build_family(_section("task", raw), "task", "name", TASK_CONFIGS, "quadratic")
+    config.validate()
+    return config
 
 
 def optimizer_config_from_dict(raw: dict[str, Any]) -> OptimizerConfig:
-    """Builds and validates the optimizer section alone (as stored with learned weights)."""
-    if not isinstance(raw, dict):
-        raise ConfigError("an optimizer config must be a mapping")
-    config = _build(OptimizerConfig, raw, prefix="optimizer.")
+    """Builds and validates the `optimizer` section (as in a config, or as stored with learned
+    weights): the typed config of the kind `kind` names."""
+    config = _build_family(
+        _section("optimizer", raw), "optimizer", "kind", OPTIMIZER_CONFIGS, "lstm"
+    )
     config.validate()
     return config
+
+
+def _section(name: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {name} must be a mapping")
+    return raw
+
+
+def _build_family(
+    raw: dict[str, Any], section: str, selector: str, families: dict[str, type], default: str
+) -> Any:
+    """The typed config of the family that `raw[selector]` names, from its fields in `raw`.
+
+    A field of another family is an error, unless it holds that family's default value: older
+    versions wrote every family's fields into each config, and those still load.
+    """
+    family = raw.get(selector, default)
+    _check_choice(f"{section}.{selector}", family, tuple(families))
+    cls = families[family]
+    own = {f.name for f in dataclasses.fields(cls)}
+    for name in sorted(set(raw) - own):
+        owners = [
+            key for key, other in families.items() if _holds_non_default(other, name, raw[name])
+        ]
+        if owners:
+            raise ConfigError(
+                f"{section}.{name} applies to {section}.{selector} {' or '.join(owners)}, "
+                f"not {family}; the fields of {family}: {', '.join(sorted(own))}"
+            )
+        if not any(
+            name in {f.name for f in dataclasses.fields(other)} for other in families.values()
+        ):
+            raise ConfigError(
+                f"unknown config field(s): {section}.{name}; valid: {', '.join(sorted(own))}"
+            )
+    return _build(cls, {name: raw[name] for name in raw if name in own}, prefix=f"{section}.")
+
+
+def _holds_non_default(cls: type, name: str, value: Any) -> bool:
+    """Whether `cls` has a field `name` and `value` is not its default (a value of the wrong
+    type counts as not the default)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        return False
+    expected = type(fields[name].default)
+    try:
+        return _coerce(name, value, expected, _tuple_item_type(cls, name)) != fields[name].default
+    except ConfigError:
+        return True
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -414,22 +597,16 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """An instance of the flat dataclass `cls` from the fields in `raw`, each coerced to its type."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         names = ", ".join(prefix + name for name in unknown)
         raise ConfigError(f"unknown config field(s): {names}; valid: {', '.join(sorted(fields))}")
-    values = {}
-    for name, value in raw.items():
-        full_name = prefix + name
-        default = fields[name].default_factory() if _has_factory(fields[name]) else None
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config section {full_name} must be a mapping")
-            values[name] = _build(type(default), value, prefix=full_name + ".")
-        else:
-            item_type = _tuple_item_type(cls, name)
-            values[name] = _coerce(full_name, value, type(fields[name].default), item_type)
+    values = {
+        name: _coerce(prefix + name, value, type(fields[name].default), _tuple_item_type(cls, name))
+        for name, value in raw.items()
+    }
     return cls(**values)
 
 
@@ -437,10 +614,6 @@ def _tuple_item_type(cls: type, name: str) -> type:
     """The item type of a `tuple[T, ...]` field (int for any other field; unused there)."""
     arguments = typing.get_args(typing.get_type_hints(cls).get(name))
     return arguments[0] if arguments else int
-
-
-def _has_factory(f: dataclasses.Field) -> bool:
-    return f.default_factory is not dataclasses.MISSING
 
 
 def _coerce(name: str, value: Any, expected: type, item_type: type = int) -> Any:
@@ -484,3 +657,10 @@ def _check_range(name: str, value: float, low: float, strict: bool = False) -> N
     if value < low or (strict and value == low):
         relation = ">" if strict else ">="
         raise ConfigError(f"{name} must be {relation} {low}, got {value}")
+
+
+def _check_family(name: str, value: str, family: str) -> None:
+    """A typed section's selector field must name its own family (a `CIFARTaskConfig` is a
+    cifar10 task); `config_from_dict` picks the class from the selector, so this holds there."""
+    if value != family:
+        raise ConfigError(f"{name} must be {family!r} in a {family} config, got {value!r}")

@@ -10,7 +10,14 @@ from pathlib import Path
 import optax
 
 from l2lgd import runs
-from l2lgd.config import Config, check_task_name, config_from_dict, load_config, with_overrides
+from l2lgd.config import (
+    Config,
+    TaskConfig,
+    check_task_name,
+    config_from_dict,
+    load_config,
+    with_overrides,
+)
 from l2lgd.errors import L2LError
 from l2lgd.optimizers.baselines import BASELINE_NAMES, baseline, parse_baseline_spec
 from l2lgd.optimizers.learned import learned_optimizer
@@ -33,6 +40,8 @@ class BaselineChoice:
 OptimizerChoice = BaselineChoice | LearnedOptimizer
 
 DEFAULT_TASK = "quadratic"
+DATA_DIR_KEY = "task.data_dir="
+"""The override that --data-dir stands for."""
 """The task of a command given neither --task nor --config nor a learned optimizer."""
 
 
@@ -84,8 +93,16 @@ def flag_overrides(
     if test_seed is not None:
         overrides.append(f"eval.seed={test_seed}")
     if data_dir is not None:
-        overrides.append(f"task.data_dir={json.dumps(str(data_dir))}")  # JSON strings are YAML
+        overrides.append(f"{DATA_DIR_KEY}{json.dumps(str(data_dir))}")  # JSON strings are YAML
     return overrides
+
+
+def applicable_flags(flags: list[str], task: TaskConfig) -> list[str]:
+    """The flag overrides that apply to `task`: --data-dir means nothing to a task without a
+    data set (quadratics), so it is dropped there rather than an error in a loop over tasks."""
+    return [
+        flag for flag in flags if hasattr(task, "data_dir") or not flag.startswith(DATA_DIR_KEY)
+    ]
 
 
 def resolve_config(
@@ -96,7 +113,8 @@ def resolve_config(
     if task is not None:
         check_task_name(task)
     reference = config_path if config_path is not None else (task or DEFAULT_TASK)
-    config = load_config(reference, [*flags, *overrides])
+    family = load_config(reference, overrides).task  # flags never change the task family
+    config = load_config(reference, [*applicable_flags(flags, family), *overrides])
     if task is not None and config.task.name != task:
         raise L2LError(
             f"--task {task} does not match the config's task.name {config.task.name} "
@@ -119,7 +137,9 @@ def evaluation_config(
     if config_path is None and optimizer_spec is not None:
         trained_with = training_config(optimizer_spec)
     if trained_with is not None and task in (None, trained_with.task.name):
-        return with_overrides(trained_with, [*flags, *overrides])
+        return with_overrides(
+            trained_with, [*applicable_flags(flags, trained_with.task), *overrides]
+        )
     return resolve_config(task, config_path, overrides, flags)
 
 

@@ -19,7 +19,7 @@ from l2lgd.checkpoint import (
     save_tree,
     save_weights,
 )
-from l2lgd.config import OptimizerConfig
+from l2lgd.config import LSTMConfig
 from l2lgd.errors import CheckpointError
 from l2lgd.optimizers.learned import init_learned_weights
 
@@ -132,9 +132,7 @@ def test_missing_file_raises_checkpoint_error(tmp_path):
         load_tree(tmp_path)  # a folder is not a checkpoint either
 
 
-SMALL_LSTM = OptimizerConfig(
-    hidden_size=5, num_layers=2, preprocessing="log_sign", output_scale=0.1
-)
+SMALL_LSTM = LSTMConfig(hidden_size=5, num_layers=2, preprocessing="log_sign", output_scale=0.1)
 
 
 def test_save_weights_load_weights_round_trip(tmp_path):

@@ -5,14 +5,21 @@ from pathlib import Path
 import pytest
 
 from l2lgd.config import (
+    CIFARTaskConfig,
     Config,
+    LSTMConfig,
+    MNISTTaskConfig,
+    NTMConfig,
+    config_from_dict,
     config_to_dict,
     load_config,
+    optimizer_config_from_dict,
     shipped_config_names,
     shipped_configs_dir,
     with_overrides,
 )
 from l2lgd.errors import ConfigError
+from l2lgd.specs import flag_overrides, resolve_config
 
 CONFIGS = shipped_configs_dir()
 CHECKOUT_CONFIGS = Path(__file__).parent.parent / "configs"
@@ -121,3 +128,80 @@ def test_missing_and_malformed_files(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+
+
+# --- Typed sections: one config class per task family and optimizer kind ----------------------
+
+# Every task and optimizer field at its default, as versions before the typed sections wrote
+# each run's config.yaml and each weights file's optimizer config.
+FLAT_TASK_DEFAULTS = {
+    "variant": "paper", "dim": 10, "init_std": 0.01, "hidden_sizes": [20],
+    "activation": "sigmoid", "conv_channels": [16, 16, 16], "fc_size": 32, "batch_size": 128,
+    "classes": [], "data_source": "files", "data_dir": "", "download": False, "image_size": 64,
+    "content_source": "cifar10", "content_split": "train", "content_dir": "",
+    "num_content_images": 1800, "style_image": "skimage:ihc.png", "vgg_weights": "",
+    "vgg_pooling": "avg", "content_layers": ["relu2_2"], "style_layers": ["relu1_1", "relu2_1"],
+    "content_weight": 1.0, "style_weight": 1.0, "tv_weight": 1.0,
+}  # fmt: skip
+FLAT_OPTIMIZER_DEFAULTS = {
+    "hidden_size": 20, "num_layers": 2, "preprocessing": "none", "preprocessing_p": 10.0,
+    "output_scale": 1.0, "groups": "none", "kind": "lstm", "gac_cells": 5, "ntm_read_heads": 1,
+    "ntm_write_heads": 3, "ntm_window": 10, "ntm_memory_init": "identity",
+    "ntm_update_from": "read", "ntm_write_activation": "tanh",
+}  # fmt: skip
+
+
+def test_the_task_name_and_optimizer_kind_choose_the_typed_section():
+    config = load_config("cifar10")
+    assert type(config.task) is CIFARTaskConfig and type(config.optimizer) is LSTMConfig
+    ntm = with_overrides(Config(), ["optimizer.kind=ntm_bfgs", "optimizer.ntm_read_heads=2"])
+    assert ntm.optimizer == NTMConfig(kind="ntm_bfgs", ntm_read_heads=2)
+    # A section holds its family's fields only, and so does what is saved of it.
+    assert set(config_to_dict(load_config("mnist"))["task"]) == {
+        "name", "data_source", "data_dir", "download", "init_std", "batch_size", "classes",
+        "hidden_sizes", "activation",
+    }  # fmt: skip
+    assert "gac_cells" not in config_to_dict(Config())["optimizer"]
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        ("mnist", "task.fc_size=64", "task.fc_size applies to task.name cifar10, not mnist"),
+        ("quadratic", "task.batch_size=8", "applies to task.name mnist or cifar10, not quadratic"),
+        ("cifar10", "task.image_size=32", "task.image_size applies to task.name style"),
+        ("mnist", "optimizer.gac_cells=3", "applies to optimizer.kind lstm_gac or ntm_bfgs"),
+        ("mnist_gac", "optimizer.ntm_window=4", "optimizer.ntm_window applies to"),
+        ("mnist", "task.fc_size=many", "task.fc_size applies to task.name cifar10"),
+    ],
+)
+def test_a_field_of_another_family_is_an_error_naming_its_family(config, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(config, [override])
+
+
+def test_configs_written_with_every_family_s_fields_still_load():
+    raw = {
+        "task": {**FLAT_TASK_DEFAULTS, "name": "mnist", "hidden_sizes": [40]},
+        "optimizer": {**FLAT_OPTIMIZER_DEFAULTS, "output_scale": 0.1},
+    }
+    config = config_from_dict(raw)
+    assert config.task == MNISTTaskConfig(hidden_sizes=(40,))
+    assert config.optimizer == LSTMConfig(output_scale=0.1)
+    stored = {**FLAT_OPTIMIZER_DEFAULTS, "kind": "ntm_lbfgs", "ntm_window": 4}
+    assert optimizer_config_from_dict(stored) == NTMConfig(ntm_window=4)
+
+
+def test_switching_the_family_keeps_the_shared_fields():
+    config = with_overrides(load_config("mnist"), ["task.name=cifar10"])
+    assert config.task == CIFARTaskConfig(init_std=0.01, batch_size=128)
+    with pytest.raises(ConfigError, match="task.hidden_sizes applies to task.name mnist"):
+        with_overrides(load_config("mnist", ["task.hidden_sizes=[40]"]), ["task.name=cifar10"])
+
+
+def test_data_dir_applies_to_tasks_with_data_only():
+    flags = flag_overrides(seed=3, data_dir=Path("/data/here"))
+    mnist = resolve_config("mnist", None, [], flags)
+    assert mnist.task.data_dir == "/data/here" and mnist.seed == 3
+    quadratic = resolve_config("quadratic", None, [], flags)  # it reads no data: ignored
+    assert quadratic.seed == 3 and not hasattr(quadratic.task, "data_dir")

@@ -1,20 +1,18 @@
 """LSTM+GAC: global averaging cells average over one problem's coordinates, never across problems."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2lgd.config import Config, OptimizerConfig, with_overrides
+from l2lgd.config import Config, LSTMConfig, LSTMGACConfig, with_overrides
 from l2lgd.errors import ConfigError
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
 from l2lgd.optimizers.lstm import average_over_coordinates
 from l2lgd.rollout import vectorized
 from l2lgd.tasks import QuadraticTask, sample_batch
 
-CONFIG = OptimizerConfig(hidden_size=6, kind="lstm_gac", gac_cells=2)
+CONFIG = LSTMGACConfig(hidden_size=6, gac_cells=2)
 TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
 
 
@@ -81,7 +79,7 @@ def test_average_over_coordinates_against_numpy():
 def test_plain_lstm_vectorized_equals_all_problems_at_once():
     """The plain LSTM acts on each coordinate alone, so the rollout's vmap of the one-problem
     optimizer equals one optimizer over every problem's coordinates (the old batched route)."""
-    config = dataclasses.replace(CONFIG, kind="lstm")
+    config = LSTMConfig(hidden_size=CONFIG.hidden_size)
     weights = random_weights(config)
     params, problems = sample_batch(TASK, jax.random.key(3), 2)
     per_problem, state = run_steps(learned_optimizer(weights, config), params, problems)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from l2lgd.checkpoint import load_weights, save_weights
-from l2lgd.config import PARAMETER_GROUPS, MetaConfig, OptimizerConfig
+from l2lgd.config import PARAMETER_GROUPS, LSTMConfig, MetaConfig
 from l2lgd.data import ImageDataset
 from l2lgd.errors import CheckpointError, ConfigError
 from l2lgd.meta.unroll import meta_loss
@@ -33,8 +33,8 @@ RTOL, ATOL = 1e-5, 1e-6
 NUM_PROBLEMS = 2
 CONV_KERNELS = {"conv_0/kernel", "conv_1/kernel"}
 CONFIGS = {
-    "conv": OptimizerConfig(hidden_size=6, preprocessing="log_sign", output_scale=0.1),
-    "fc": OptimizerConfig(hidden_size=4, num_layers=1, output_scale=0.5),
+    "conv": LSTMConfig(hidden_size=6, preprocessing="log_sign", output_scale=0.1),
+    "fc": LSTMConfig(hidden_size=4, num_layers=1, output_scale=0.5),
 }
 ARCHITECTURES = {group: learned_architecture(config) for group, config in CONFIGS.items()}
 GROUPED = GroupedArchitecture(CIFAR_GROUPS, tuple(ARCHITECTURES.items()))
@@ -194,7 +194,7 @@ def test_every_config_choice_has_a_rule_set():
 
 
 def test_learned_optimizer_dispatches_on_the_config_groups(params, weights):
-    config = OptimizerConfig(hidden_size=6, preprocessing="log_sign", groups="conv_fc")
+    config = LSTMConfig(hidden_size=6, preprocessing="log_sign", groups="conv_fc")
     grouped_weights = init_learned_weights(jax.random.key(3), config)
     assert set(grouped_weights) == {"conv", "fc"}
     assert not np.allclose(  # each group has its own initial weights
@@ -210,7 +210,7 @@ def test_learned_optimizer_dispatches_on_the_config_groups(params, weights):
     expected, _ = direct.update(grads, direct.init(params))
     assert_trees_allclose(actual, expected, rtol=0, atol=0)
 
-    single = OptimizerConfig(hidden_size=6)
+    single = LSTMConfig(hidden_size=6)
     single_weights = init_learned_weights(jax.random.key(3), single)
     actual, _ = learned_optimizer(single_weights, single).update(
         grads, learned_optimizer(single_weights, single).init(params)
@@ -221,14 +221,14 @@ def test_learned_optimizer_dispatches_on_the_config_groups(params, weights):
 
 
 def test_grouped_weights_round_trip_through_a_checkpoint(tmp_path, weights):
-    config = OptimizerConfig(hidden_size=6, groups="conv_fc")
+    config = LSTMConfig(hidden_size=6, groups="conv_fc")
     saved = init_learned_weights(jax.random.key(5), config)
     save_weights(tmp_path / "w.msgpack", saved, config, {"note": "test"})
     loaded, loaded_config, _ = load_weights(tmp_path / "w.msgpack")
     assert loaded_config == config
     assert_trees_allclose(loaded, saved, rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="shapes"):  # grouped weights, single-LSTM config
-        save_weights(tmp_path / "bad.msgpack", saved, OptimizerConfig(hidden_size=6), {})
+        save_weights(tmp_path / "bad.msgpack", saved, LSTMConfig(hidden_size=6), {})
         load_weights(tmp_path / "bad.msgpack")
 
 
@@ -239,7 +239,7 @@ def test_the_meta_gradient_reaches_both_lstms_of_a_cnn():
     task = CNNTask(
         ImageDataset("noise", images, labels, images, labels, 3), (2, 3), fc_size=4, batch_size=8
     )
-    config = OptimizerConfig(hidden_size=4, preprocessing="log_sign", output_scale=0.1)
+    config = LSTMConfig(hidden_size=4, preprocessing="log_sign", output_scale=0.1)
     config = dataclasses.replace(config, groups="conv_fc")
     weights = jax.tree.map(
         lambda w: w + 0.1, init_learned_weights(jax.random.key(0), config)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2lgd.config import Config, OptimizerConfig, with_overrides
+from l2lgd.config import Config, NTMConfig, with_overrides
 from l2lgd.errors import ConfigError
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
 from l2lgd.optimizers.ntm import (
@@ -21,7 +21,7 @@ from l2lgd.optimizers.ntm import (
 from l2lgd.rollout import vectorized
 from l2lgd.tasks import QuadraticTask, sample_batch
 
-BFGS = OptimizerConfig(hidden_size=6, gac_cells=2, kind="ntm_bfgs", ntm_read_heads=2)
+BFGS = NTMConfig(hidden_size=6, gac_cells=2, kind="ntm_bfgs", ntm_read_heads=2)
 TASK = QuadraticTask(variant="paper", dim=5, init_std=0.5)
 PROBLEMS, SIZE, WRITE_HEADS, READ_HEADS = 2, 4, 3, 2
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from l2lgd.config import OptimizerConfig
+from l2lgd.config import LSTMConfig
 from l2lgd.errors import L2LError
 from l2lgd.optimizers import (
     BASELINE_NAMES,
@@ -148,9 +148,9 @@ def random_gradients(seed, shape):
 
 
 LSTM_CONFIGS = [
-    OptimizerConfig(hidden_size=4, num_layers=2, preprocessing="log_sign"),
-    OptimizerConfig(hidden_size=4, num_layers=2, preprocessing="none", output_scale=2.0),
-    OptimizerConfig(
+    LSTMConfig(hidden_size=4, num_layers=2, preprocessing="log_sign"),
+    LSTMConfig(hidden_size=4, num_layers=2, preprocessing="none", output_scale=2.0),
+    LSTMConfig(
         hidden_size=3, num_layers=1, preprocessing="log_sign", preprocessing_p=5.0, output_scale=0.1
     ),
 ]

@@ -11,7 +11,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from l2lgd.config import MetaConfig, OptimizerConfig
+from l2lgd.config import LSTMConfig, MetaConfig
 from l2lgd.evaluate import baseline_curves, loss_curves
 from l2lgd.meta.unroll import meta_loss
 from l2lgd.optimizers import baseline, init_learned_weights, learned_optimizer
@@ -21,7 +21,7 @@ from l2lgd.tasks import QuadraticTask, make_task, sample_batch
 TASK = QuadraticTask(variant="deepmind", dim=3, init_std=0.1)
 NUM_PROBLEMS, NUM_STEPS = 3, 3
 # Raw gradient inputs make the second-order term of the meta-gradient large enough to see.
-CONFIG = OptimizerConfig(hidden_size=4, num_layers=2, preprocessing="none")
+CONFIG = LSTMConfig(hidden_size=4, num_layers=2, preprocessing="none")
 UNUSED_KEY = jax.random.key(0)  # the quadratic's loss ignores its minibatch key
 
 

@@ -36,7 +36,7 @@ for devices in (1, 2):
 
 COLLECTIVES_SCRIPT = """
 import collections, json, re, jax, numpy as np
-from l2lgd.config import MetaConfig, OptimizerConfig
+from l2lgd.config import MetaConfig, LSTMConfig
 from l2lgd.data import ImageDataset
 from l2lgd.errors import ConfigError
 from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
@@ -46,7 +46,7 @@ rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (64, 8, 8), dtype=np.uint8)
 labels = rng.integers(0, 10, 64).astype(np.int32)
 task = MLPTask(ImageDataset("random", images, labels, images, labels, 10), (6, 5), batch_size=8)
-optimizer, meta = OptimizerConfig(), MetaConfig(num_problems=4, num_steps=4, unroll=2)
+optimizer, meta = LSTMConfig(), MetaConfig(num_problems=4, num_steps=4, unroll=2)
 state = init_meta_state(init_learned_weights(jax.random.key(0), optimizer), meta)
 hlo = make_meta_iteration(optimizer, meta).lower(state, task, jax.random.key(1)).compile().as_text()
 ops = re.findall(r"(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)[-a-z]*\\(", hlo)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2lgd.config import TaskConfig
+from l2lgd.config import QuadraticTaskConfig
 from l2lgd.errors import ConfigError
 from l2lgd.tasks import QuadraticProblem, QuadraticTask, make_task, sample_batch
 
@@ -123,12 +123,12 @@ def test_sample_batch_shapes_and_determinism(variant):
 
 
 def test_make_task_builds_the_configured_quadratic():
-    config = TaskConfig(variant="deepmind", dim=3, init_std=0.2)
+    config = QuadraticTaskConfig(variant="deepmind", dim=3, init_std=0.2)
     assert make_task(config) == QuadraticTask(variant="deepmind", dim=3, init_std=0.2)
     assert jax.tree.leaves(make_task(config)) == []  # a pytree; its settings are static
 
 
 def test_make_task_rejects_unknown_name():
-    config = dataclasses.replace(TaskConfig(), name="imagenet")  # bypasses validate()
+    config = dataclasses.replace(QuadraticTaskConfig(), name="imagenet")  # bypasses validate()
     with pytest.raises(ConfigError, match="imagenet"):
         make_task(config)

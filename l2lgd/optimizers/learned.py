@@ -1,6 +1,6 @@
 """The one place that reads an `OptimizerConfig`: it builds the learned architecture a config
-describes (one per `optimizer.kind`, or one per parameter group), and from it the weights and
-the optimizer."""
+describes (one per `optimizer.kind`, each from its kind's typed config, or one per parameter
+group), and from it the weights and the optimizer."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import jax
 import optax
 
-from l2lgd.config import OptimizerConfig
+from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig, OptimizerConfig
 from l2lgd.optimizers.architecture import LearnedArchitecture
 from l2lgd.optimizers.groups import GROUP_RULES, GroupedArchitecture
 from l2lgd.optimizers.lstm import LSTMArchitecture
 from l2lgd.optimizers.ntm import NTMArchitecture
 
 
-def lstm_architecture(config: OptimizerConfig) -> LSTMArchitecture:
+def lstm_architecture(config: LSTMConfig) -> LSTMArchitecture:
     """`optimizer.kind` "lstm": the paper's coordinatewise LSTM."""
     return LSTMArchitecture(
         hidden_size=config.hidden_size,
@@ -29,12 +29,12 @@ def lstm_architecture(config: OptimizerConfig) -> LSTMArchitecture:
     )
 
 
-def lstm_gac_architecture(config: OptimizerConfig) -> LSTMArchitecture:
+def lstm_gac_architecture(config: LSTMGACConfig) -> LSTMArchitecture:
     """`optimizer.kind` "lstm_gac": the LSTM with `gac_cells` global averaging cells per layer."""
     return dataclasses.replace(lstm_architecture(config), gac_cells=config.gac_cells)
 
 
-def ntm_architecture(config: OptimizerConfig) -> NTMArchitecture:
+def ntm_architecture(config: NTMConfig) -> NTMArchitecture:
     """`optimizer.kind` "ntm_bfgs" (a dense memory) or "ntm_lbfgs" (a window of writes)."""
     return NTMArchitecture(
         controller=lstm_gac_architecture(config),

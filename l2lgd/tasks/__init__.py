@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import jax
 
-from l2lgd.config import TASK_NAMES, TaskConfig
+from l2lgd.config import TASK_NAMES, DataLocationConfig, StyleTaskConfig, TaskConfig
 from l2lgd.errors import ConfigError
 from l2lgd.tasks.cnn import CNNTask
 from l2lgd.tasks.mlp import MLPTask
@@ -77,7 +77,7 @@ def _host_task(config: TaskConfig) -> Task:
 
 
 @functools.lru_cache(maxsize=4)
-def style_task(config: TaskConfig) -> StyleTransferTask:
+def style_task(config: StyleTaskConfig) -> StyleTransferTask:
     """The Neural Art task of a config: images read, VGG weights loaded, style Grams computed;
     once per process, since one command builds its task at several steps."""
     from l2lgd.data.images import load_style_image
@@ -119,7 +119,7 @@ def task_description(config: TaskConfig) -> str:
     )
 
 
-def _content_pool(config: TaskConfig) -> ContentPool:
+def _content_pool(config: StyleTaskConfig) -> ContentPool:
     from l2lgd.data.images import load_content_images
 
     size, count = config.image_size, config.num_content_images
@@ -130,7 +130,7 @@ def _content_pool(config: TaskConfig) -> ContentPool:
     return ContentPool(load_content_images("cifar10", size, count, cifar_images=split))
 
 
-def _data_location(config: TaskConfig) -> tuple[str, str | None, bool]:
+def _data_location(config: DataLocationConfig) -> tuple[str, str | None, bool]:
     """(source, data folder, download); for files, the folder resolved now, so that a missing
     folder is reported before any file is read."""
     from l2lgd.data import resolve_data_dir
