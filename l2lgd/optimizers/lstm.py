@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -126,11 +127,28 @@ class ColumnLSTMLayer(nn.Module):
 def lstm_cell(
     weights: dict[str, jax.Array], inputs: jax.Array, hidden: jax.Array, cell: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """One LSTM step of every coordinate: the new (hidden, cell)."""
+    """One LSTM step of every coordinate: the new (hidden, cell).
+
+    The four gates go through one sigmoid, with tanh(x) = 2 sigmoid(2x) - 1 for the candidate
+    and the forget gate's +1 bias as a shift: one elementwise pass over the gate matrix, which
+    XLA on CPU fuses better than four passes over its slices (1.15-1.25x faster meta-iterations
+    on MNIST and quadratics; scripts/interleaved_benchmark.py).
+    """
     gates = column_dense(weights, jnp.concatenate([inputs, hidden], axis=0))
-    in_gate, forget_gate, candidate, out_gate = jnp.split(gates, 4, axis=0)
-    cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(in_gate) * jnp.tanh(candidate)
-    return jax.nn.sigmoid(out_gate) * jnp.tanh(cell), cell
+    scale, shift = gate_scale_and_shift(gates.shape[0] // 4, gates.dtype)
+    in_gate, forget_gate, candidate, out_gate = jnp.split(
+        jax.nn.sigmoid(gates * scale + shift), 4, axis=0
+    )
+    cell = forget_gate * cell + in_gate * (2.0 * candidate - 1.0)
+    return out_gate * jnp.tanh(cell), cell
+
+
+def gate_scale_and_shift(cells: int, dtype: jnp.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Per gate row (input, forget, candidate, output; `cells` rows each), the sigmoid's input
+    is gate * scale + shift: the candidate doubled (for its tanh), the forget gate shifted by +1."""
+    scale = np.repeat(np.array([1.0, 1.0, 2.0, 1.0]), cells)[:, None].astype(dtype)
+    shift = np.repeat(np.array([0.0, 1.0, 0.0, 0.0]), cells)[:, None].astype(dtype)
+    return scale, shift
 
 
 def column_dense(weights: dict[str, jax.Array], inputs: jax.Array) -> jax.Array:
