@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from l2lgd.optimizers.architecture import CoordinatewiseState
+from l2lgd.optimizers.architecture import CoordinatewiseState, IndependentCoordinates
 from l2lgd.tasks.protocol import Task, sample_batch
 
 
@@ -40,8 +40,14 @@ def vectorized(optimizer: optax.GradientTransformation) -> optax.GradientTransfo
     problem's coordinates, so its global averaging cells and memories are that problem's. The
     parameters, gradients and updates carry the problems axis first; a learned optimizer's
     `CoordinatewiseState` carries it just before the coordinates, so that all problems'
-    coordinates lie side by side, as its `coordinatewise` layers take them.
+    coordinates lie side by side, as its `coordinatewise` layers take them. An optimizer of
+    `IndependentCoordinates` (the plain LSTM, alone or in parameter groups) is already each
+    problem alone on a batch, and is returned as it is: as fast as a vmap can be, on any device
+    split of the problems.
     """
+
+    if isinstance(optimizer, IndependentCoordinates):  # each problem alone by construction
+        return optimizer
 
     def state_axes(params: Any) -> Any:
         leaves = jax.tree.leaves(params)

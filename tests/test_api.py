@@ -74,8 +74,9 @@ def test_optax_loop_equals_the_meta_training_update_path():
             theta = optax.apply_updates(theta, updates)
         np.testing.assert_allclose(meta_state.params[i], theta, rtol=1e-5, atol=1e-6)
         lstm_states.append(opt_state.lstm_state)
-    # The rollout keeps each problem's state, with the problems axis just before the coordinates.
-    expected = jax.tree.map(lambda *per_problem: jnp.stack(per_problem, -2), *lstm_states)
+    # The rollout keeps each problem's state side by side: the plain LSTM's coordinates evolve
+    # alone, so the batch is one state of all problems' coordinates, problem after problem.
+    expected = jax.tree.map(lambda *per_problem: jnp.concatenate(per_problem, -1), *lstm_states)
     assert_trees_allclose(meta_state.opt_state.lstm_state, expected)
     assert not np.allclose(meta_state.params, params, atol=1e-3)  # it really moved
 

@@ -8,6 +8,7 @@ import pytest
 from l2lgd.config import Config, LSTMConfig, LSTMGACConfig, with_overrides
 from l2lgd.errors import ConfigError
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
+from l2lgd.optimizers.architecture import IndependentCoordinates
 from l2lgd.optimizers.lstm import average_over_coordinates
 from l2lgd.rollout import vectorized
 from l2lgd.tasks import QuadraticTask, sample_batch
@@ -76,20 +77,26 @@ def test_average_over_coordinates_against_numpy():
     assert average_over_coordinates(jnp.zeros((2, 0))).shape == (2, 0)
 
 
-def test_plain_lstm_vectorized_equals_all_problems_at_once():
-    """The plain LSTM acts on each coordinate alone, so the rollout's vmap of the one-problem
-    optimizer equals one optimizer over every problem's coordinates (the old batched route)."""
+def test_the_plain_lstm_is_vectorized_as_it_is_and_equals_each_problem_alone():
+    """The plain LSTM's coordinates evolve alone, so the rollout runs it on a batch as one
+    problem of all their coordinates (no vmap); that equals each problem's own run. With global
+    averaging cells it is not independent, and is vmapped."""
     config = LSTMConfig(hidden_size=CONFIG.hidden_size)
     weights = random_weights(config)
+    optimizer = learned_optimizer(weights, config)
+    assert isinstance(optimizer, IndependentCoordinates) and vectorized(optimizer) is optimizer
+    assert not isinstance(learned_optimizer(random_weights(), CONFIG), IndependentCoordinates)
     params, problems = sample_batch(TASK, jax.random.key(3), 2)
-    per_problem, state = run_steps(learned_optimizer(weights, config), params, problems)
-    at_once, flat_state = run_steps(
-        learned_optimizer(weights, config), params, problems, route="all at once"
-    )
-    np.testing.assert_allclose(per_problem, at_once, rtol=1e-6)
-    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(flat_state), strict=True):
-        np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=1e-6)
-    assert np.abs(per_problem - params).max() > 1e-3  # the optimizer did move
+    batched, state = run_steps(optimizer, params, problems)
+    columns = params.shape[1]
+    for index in range(2):
+        alone = jax.tree.map(lambda leaf, i=index: leaf[i], (params, problems))
+        expected, expected_state = run_steps(optimizer, *alone, route="alone")
+        np.testing.assert_allclose(batched[index], expected, rtol=1e-6)
+        for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(expected_state), strict=True):
+            block = np.asarray(got)[:, index * columns : (index + 1) * columns]
+            np.testing.assert_allclose(block, want, rtol=1e-6, atol=1e-7)
+    assert np.abs(batched - params).max() > 1e-3  # the optimizer did move
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from l2lgd.optimizers import (
     lstm_update,
     parse_baseline_spec,
 )
+from l2lgd.optimizers.lstm import ravel_by_rows
 from l2lgd.optimizers.preprocess import num_features, preprocess
 from l2lgd.rollout import vectorized
 
@@ -438,3 +439,17 @@ def test_a_vmap_over_several_weights_equals_each_weights_alone():
     for index, one in enumerate(weights):
         np.testing.assert_allclose(swept[index], step(one), rtol=RTOL, atol=ATOL)
     assert not np.allclose(swept[0], swept[1])
+
+
+def test_ravel_by_rows_lays_out_row_after_row_and_inverts():
+    rng = np.random.default_rng(0)
+    batch = {
+        "a": jnp.asarray(rng.normal(size=(3, 2, 2))),
+        "b": jnp.asarray(rng.normal(size=(3, 4))),
+    }
+    flat, unravel = ravel_by_rows(batch)
+    rows = [ravel_pytree(jax.tree.map(lambda leaf, i=i: leaf[i], batch))[0] for i in range(3)]
+    np.testing.assert_array_equal(flat, jnp.concatenate(rows))  # row 0's coordinates, then 1's
+    assert_trees_allclose(unravel(flat), batch, rtol=0, atol=0)
+    uneven = {"a": jnp.ones((3, 2)), "b": jnp.zeros(5), "c": jnp.array(2.0)}
+    np.testing.assert_array_equal(ravel_by_rows(uneven)[0], ravel_pytree(uneven)[0])

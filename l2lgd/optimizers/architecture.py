@@ -38,6 +38,18 @@ class CoordinatewiseState(struct.PyTreeNode):
     """
 
 
+class IndependentCoordinates(optax.GradientTransformation):
+    """An optax transformation in which every coordinate evolves alone: no term of one
+    coordinate's update or state reads another's (the plain LSTM, unlike LSTM+GAC or the NTMs).
+
+    Vectorizing it over problems is then the identity: a batch of problems is one problem of all
+    their coordinates. So `l2lgd.rollout.vectorized` passes it through without `jax.vmap`, and
+    it runs in plain JAX, differentiable in every mode with or without a vmap.
+    """
+
+    __slots__ = ()
+
+
 def coordinatewise(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn(weights, *arrays)`, declared to act on each coordinate (the last axis of every array
     of `arrays` and of its results) alone, with `weights` shared by all coordinates.

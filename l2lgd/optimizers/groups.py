@@ -18,7 +18,7 @@ import jax
 import optax
 
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers.architecture import LearnedArchitecture
+from l2lgd.optimizers.architecture import IndependentCoordinates, LearnedArchitecture
 
 GroupRules = tuple[tuple[str, str], ...]
 """(group name, regex on the leaf's "/"-joined path) pairs; the first full match wins."""
@@ -107,7 +107,8 @@ class GroupedArchitecture:
     architecture's transformation sees only that group's leaves (through
     `optax.multi_transform`): its LSTM keeps state for exactly those coordinates. A group that
     matches no leaf of a model costs nothing. Like every learned architecture it is written for
-    one problem; the rollout vmaps it.
+    one problem; the rollout vectorizes it (as it is, when every member's coordinates evolve
+    alone: `IndependentCoordinates`).
 
     Attributes:
       rules: (group name, regex) pairs; every group they name needs a member.
@@ -157,7 +158,12 @@ class GroupedArchitecture:
             group: architecture.transformation(weights[group])
             for group, architecture in self.members
         }
-        return optax.multi_transform(transforms, functools.partial(group_labels, rules=self.rules))
+        grouped = optax.multi_transform(
+            transforms, functools.partial(group_labels, rules=self.rules)
+        )
+        if all(isinstance(transform, IndependentCoordinates) for transform in transforms.values()):
+            return IndependentCoordinates(*grouped)
+        return grouped
 
 
 def _check_groups(named: Mapping[str, list[str]]) -> None:

@@ -73,12 +73,14 @@ def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTr
 
     It works on any pytree of float parameters, all of them one problem, and its updates are
     added to them. With `config.groups == "none"` `weights` are one network's flax params;
-    otherwise they map each group to its network's params. The rollout `jax.vmap`s it over a
-    batch of problems.
+    otherwise they map each group to its network's params. The rollout vectorizes it over a
+    batch of problems (`l2lgd.rollout.vectorized`).
 
     Warning:
-      Its result can be differentiated in reverse mode (meta-training) only under `jax.vmap` over
-      problems, as every rollout runs it (see `l2lgd.optimizers.architecture.coordinatewise`).
+      With global averaging cells or a memory (kinds lstm_gac, ntm_bfgs, ntm_lbfgs), its result
+      can be differentiated in reverse mode (meta-training) only under `jax.vmap` over problems,
+      as every rollout runs it (see `l2lgd.optimizers.architecture.coordinatewise`). The plain
+      LSTM is plain JAX and differentiates in every mode.
 
     Example:
       >>> opt = learned_optimizer(weights, config)

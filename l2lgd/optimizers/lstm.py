@@ -22,6 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from l2lgd.optimizers.architecture import (
     CoordinatewiseState,
+    IndependentCoordinates,
     coordinatewise,
     join_problems,
     split_problems,
@@ -228,10 +229,26 @@ def lstm_update(
     weights: dict[str, Any], architecture: LSTMArchitecture, grads: jax.Array, state: LSTMState
 ) -> tuple[jax.Array, LSTMState]:
     """One optimizer step on one problem's flat gradient vector: returns (updates, new state)."""
-    output, new_state = architecture.module().apply(
-        {"params": weights}, architecture.features(grads), state
-    )
+    features = architecture.features(grads)
+    if architecture.gac_cells:
+        output, new_state = architecture.module().apply({"params": weights}, features, state)
+    else:
+        output, new_state = independent_lstm(weights, features, state)
     return architecture.output_scale * output, new_state
+
+
+def independent_lstm(
+    weights: dict[str, Any], features: jax.Array, state: LSTMState
+) -> tuple[jax.Array, LSTMState]:
+    """`CoordinatewiseLSTM` without global averaging cells, in plain JAX: the same flax params
+    and the same arithmetic, with none of the `coordinatewise` batching rules, which a
+    transformation of `IndependentCoordinates` never needs."""
+    layer_input, new_state = features, []
+    for layer, (hidden, cell) in enumerate(state):
+        hidden, cell = lstm_cell.fun(weights[f"lstm_{layer}"], layer_input, hidden, cell)
+        new_state.append((hidden, cell))
+        layer_input = hidden
+    return column_dense(weights["output"], layer_input)[0], tuple(new_state)
 
 
 def lstm_optimizer(
@@ -242,8 +259,10 @@ def lstm_optimizer(
     It works on any pytree of float parameters: the updates are flattened into one vector whose
     coordinates are the LSTM's columns, so it drops into an ordinary optax loop or `optax.chain`.
     All the parameters it is given are one problem (global averaging cells average over all of
-    them); `jax.vmap` it to optimize a batch of problems, each alone, as the rollout does. The
-    returned updates are meant to be *added* to the parameters (`optax.apply_updates`).
+    them). Without global averaging cells every coordinate evolves alone
+    (`IndependentCoordinates`): a batch of problems is then simply more coordinates, and the
+    rollout runs it as it is; with them, `jax.vmap` it to give each problem its own averages,
+    as the rollout does. The returned updates are meant to be *added* to the parameters (`optax.apply_updates`).
 
     Args:
       weights: the LSTM's flax params (from `LSTMArchitecture.init_weights` or a checkpoint).
@@ -271,32 +290,63 @@ def lstm_optimizer(
         updates, lstm_state = lstm_update(weights, architecture, grads, state.lstm_state)
         return updates, LearnedOptimizerState(lstm_state)
 
-    return coordinatewise_transformation(weights, initial_state, step)
+    if architecture.gac_cells:  # averages over the problem's coordinates
+        return coordinatewise_transformation(weights, initial_state, step)
+    return IndependentCoordinates(
+        *coordinatewise_transformation(weights, initial_state, step, ravel_by_rows)
+    )
 
 
 def coordinatewise_transformation(
     weights: Any,
     initial_state: Callable[[int, jnp.dtype], Any],
     step: Callable[[jax.Array, Any], tuple[jax.Array, Any]],
+    ravel: Callable[[Any], tuple[jax.Array, Callable[[jax.Array], Any]]] = ravel_pytree,
 ) -> optax.GradientTransformation:
     """An optax transformation that flattens one problem's gradient pytree into one coordinate
-    vector (`ravel_pytree`) and applies a learned optimizer's `step` to it.
+    vector (`ravel`) and applies a learned optimizer's `step` to it.
 
     Args:
       weights: the learned optimizer's weights; their dtype joins the parameters' in the state.
       initial_state: (coordinates, dtype) -> the optimizer's state.
       step: (flat gradients, state) -> (flat updates, new state).
+      ravel: tree -> (flat vector, its inverse); any order of the coordinates will do for an
+        optimizer whose coordinates evolve alone (`ravel_by_rows`).
     """
 
     def init_fn(params: Any) -> Any:
-        flat_params, _ = ravel_pytree(params)
+        flat_params, _ = ravel(params)
         dtype = jnp.result_type(flat_params.dtype, *jax.tree.leaves(weights))
         return initial_state(flat_params.size, dtype)
 
     def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
-        flat_grads, unravel = ravel_pytree(updates)
+        flat_grads, unravel = ravel(updates)
         flat_updates, state = step(flat_grads, state)
         return unravel(flat_updates.astype(flat_grads.dtype)), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ravel_by_rows(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+    """`ravel_pytree`, but row after row when every leaf has the same leading axis: a batch of
+    problems then lies problem after problem, so that the problems a device holds stay one
+    contiguous block of coordinates (no traffic between devices; `l2lgd.sharding`)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rows = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(rows) != 1 or None in rows or 0 in rows:
+        return ravel_pytree(tree)
+    (count,) = rows
+    widths = [leaf.size // count for leaf in leaves]
+    flat = jnp.concatenate([leaf.reshape(count, -1) for leaf in leaves], axis=1).reshape(-1)
+
+    def unravel(vector: jax.Array) -> Any:
+        columns = jnp.split(vector.reshape(count, -1), np.cumsum(widths)[:-1], axis=1)
+        return treedef.unflatten(
+            [
+                column.reshape(leaf.shape).astype(leaf.dtype)
+                for column, leaf in zip(columns, leaves, strict=True)
+            ]
+        )
+
+    return flat, unravel
