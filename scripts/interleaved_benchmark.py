@@ -106,6 +106,13 @@ def ask(process: subprocess.Popen, request: str | None = None) -> dict:
     return json.loads(line)
 
 
+def paired_ratios(other: list[float], this: list[float]) -> dict[str, float]:
+    """Median and quartiles of other/this over the rounds: each round timed both under the same
+    load, so its ratio is steadier on a shared machine than either time."""
+    q1, median, q3 = statistics.quantiles([a / b for a, b in zip(other, this, strict=True)], n=4)
+    return {"median": median, "q1": q1, "q3": q3}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -157,11 +164,16 @@ def main() -> None:
             f"{flops[name] / 1e9:.1f} GFLOP of matmuls = "
             f"{result[name]['percent_of_matmul_peak']:.1f}% of the {peak / 1e9:.0f} GFLOP/s peak"
         )
-    result["speedup"] = {}
+    result["speedup"], result["paired_speedup"] = {}, {}
     for revision in revisions:
         speedup = result[revision]["median_s"] / result["this tree"]["median_s"]
-        result["speedup"][revision] = speedup
-        print(f"speed-up of this tree over {revision}: {speedup:.2f}x")
+        paired = paired_ratios(seconds[revision], seconds["this tree"])
+        result["speedup"][revision], result["paired_speedup"][revision] = speedup, paired
+        print(
+            f"speed-up of this tree over {revision}: {speedup:.2f}x (ratio of medians); "
+            f"paired, round by round: median {paired['median']:.3f}x, "
+            f"quartiles [{paired['q1']:.3f}, {paired['q3']:.3f}]"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
