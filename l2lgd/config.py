@@ -447,8 +447,13 @@ def _build_family(
     family = raw.get(selector, default)
     _check_choice(f"{section}.{selector}", family, tuple(families))
     cls = families[family]
-    own = {f.name for f in dataclasses.fields(cls)}
+    own = _field_names(cls)
+    known = set().union(*(_field_names(other) for other in families.values()))
     for name in sorted(set(raw) - own):
+        if name not in known:
+            raise ConfigError(
+                f"unknown config field(s): {section}.{name}; valid: {', '.join(sorted(own))}"
+            )
         owners = [
             key for key, other in families.items() if _holds_non_default(other, name, raw[name])
         ]
@@ -457,13 +462,11 @@ def _build_family(
                 f"{section}.{name} applies to {section}.{selector} {' or '.join(owners)}, "
                 f"not {family}; the fields of {family}: {', '.join(sorted(own))}"
             )
-        if not any(
-            name in {f.name for f in dataclasses.fields(other)} for other in families.values()
-        ):
-            raise ConfigError(
-                f"unknown config field(s): {section}.{name}; valid: {', '.join(sorted(own))}"
-            )
     return _build(cls, {name: raw[name] for name in raw if name in own}, prefix=f"{section}.")
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _holds_non_default(cls: type, name: str, value: Any) -> bool:

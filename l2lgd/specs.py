@@ -40,9 +40,9 @@ class BaselineChoice:
 OptimizerChoice = BaselineChoice | LearnedOptimizer
 
 DEFAULT_TASK = "quadratic"
+"""The task of a command given neither --task nor --config nor a learned optimizer."""
 DATA_DIR_KEY = "task.data_dir="
 """The override that --data-dir stands for."""
-"""The task of a command given neither --task nor --config nor a learned optimizer."""
 
 
 def is_baseline_spec(spec: str) -> bool:
@@ -113,8 +113,9 @@ def resolve_config(
     if task is not None:
         check_task_name(task)
     reference = config_path if config_path is not None else (task or DEFAULT_TASK)
-    family = load_config(reference, overrides).task  # flags never change the task family
-    config = load_config(reference, [*applicable_flags(flags, family), *overrides])
+    config = load_config(reference, overrides)
+    if flags := applicable_flags(flags, config.task):  # flags never change the task family
+        config = with_overrides(config, [*flags, *overrides])  # --set still wins over a flag
     if task is not None and config.task.name != task:
         raise L2LError(
             f"--task {task} does not match the config's task.name {config.task.name} "
