@@ -305,6 +305,8 @@ class MetaConfig:
     `devices`: how many devices (of all processes) the problems are split over; 0 means all.
     `remat`: what the backward pass of an unroll keeps ("none", "steps" or "sqrt", whose memory
     grows like the square root of `unroll`; see `l2lgd.rollout.scan_steps`).
+    `init_from`: start from these weights (a run folder, weights file or shipped name) instead of
+    a fresh initialization: fine-tuning, e.g. on longer problems; empty: a fresh start.
     """
 
     iterations: int = 1000
@@ -319,6 +321,7 @@ class MetaConfig:
     num_validation_problems: int = 256
     devices: int = 0
     remat: str = "steps"
+    init_from: str = ""
 
     def validate(self) -> None:
         _check_range("meta.iterations", self.iterations, low=1)

@@ -12,7 +12,7 @@ from l2lgd import runs
 from l2lgd.checkpoint import load_tree, load_weights
 from l2lgd.compare import learning_rate_grid
 from l2lgd.config import Config, config_to_dict, with_overrides
-from l2lgd.errors import CheckpointError, DivergenceError
+from l2lgd.errors import CheckpointError, DivergenceError, L2LError
 from l2lgd.evaluate import baseline_curves
 from l2lgd.meta.train import meta_train
 from l2lgd.meta.unroll import init_meta_state, make_meta_iteration
@@ -156,6 +156,26 @@ def test_resume_with_another_architecture_raises_checkpoint_error(trained_run, t
     other = with_overrides(TRAINED, ["optimizer.hidden_size=7"])
     with pytest.raises(CheckpointError, match="does not match"):
         meta_train(other, run_dir, resume=True)
+
+
+def test_fine_tuning_starts_from_the_named_run_best_weights(trained_run, tmp_path):
+    source, progress, _ = trained_run
+    config = with_overrides(TRAINED, [f"meta.init_from={source}", "meta.iterations=1"])
+    run_dir = tmp_path / "run"
+    runs.create_run_dir(run_dir, config)
+    meta_train(config, run_dir)
+    # Same seed, so the same validation problems: iteration 0 scores the source's best weights.
+    first = runs.read_metrics(run_dir)[0]
+    assert first["iteration"] == 0
+    assert first["validation_loss"] == pytest.approx(progress.best_validation_loss, rel=1e-6)
+
+
+def test_fine_tuning_from_another_architecture_names_the_difference(trained_run, tmp_path):
+    source, _, _ = trained_run
+    config = with_overrides(TRAINED, [f"meta.init_from={source}", "optimizer.hidden_size=7"])
+    runs.create_run_dir(tmp_path / "run", config)
+    with pytest.raises(L2LError, match="different optimizer: hidden_size"):
+        meta_train(config, tmp_path / "run")
 
 
 # The LSTM's output is bounded, so only an absurd output scale with a large meta step overflows:

@@ -28,7 +28,7 @@ from l2lgd.atomic import write_atomically
 from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config
 from l2lgd.distributed import is_primary
-from l2lgd.errors import CheckpointError, DivergenceError
+from l2lgd.errors import CheckpointError, DivergenceError, L2LError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
 from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
 from l2lgd.rollout import final_mean_loss, optimize_sampled_problems
@@ -105,7 +105,7 @@ def meta_train(
         stream_key(config.seed, VALIDATION_STREAM),
     )
     train_key = stream_key(config.seed, TRAIN_STREAM)
-    initial_weights = init_learned_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
+    initial_weights = starting_weights(config)
     meta_state = init_meta_state(initial_weights, config.meta)
     progress = TrainingProgress()
     warn = (on_warning or _print_warning) if is_primary() else _ignore_warning
@@ -164,6 +164,30 @@ def meta_train(
                 warn(record["warning"])
             report(record)
     return progress
+
+
+def starting_weights(config: Config) -> Any:
+    """The LSTM weights a run starts from: those `meta.init_from` names, or a fresh draw.
+
+    Raises:
+      L2LError: the named weights belong to a different optimizer architecture.
+    """
+    if not config.meta.init_from:
+        return init_learned_weights(stream_key(config.seed, INIT_STREAM), config.optimizer)
+    from l2lgd.sources import load_learned  # sources reads run folders, which import this module
+
+    learned = load_learned(config.meta.init_from)
+    if learned.config != config.optimizer:
+        differing = [
+            f"{name} {getattr(learned.config, name, None)!r} (config: {value!r})"
+            for name, value in vars(config.optimizer).items()
+            if getattr(learned.config, name, None) != value
+        ] or [f"kind {learned.config.kind!r} (config: {config.optimizer.kind!r})"]
+        raise L2LError(
+            f"meta.init_from {config.meta.init_from!r} has a different optimizer: "
+            + ", ".join(differing)
+        )
+    return learned.weights
 
 
 class IterationHealth(NamedTuple):
