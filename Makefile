@@ -12,6 +12,8 @@ export L2LGD_DATA_DIR
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[torch]' \
+		|| echo "the torch extra did not install: tests of l2lgd.torch will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

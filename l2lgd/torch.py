@@ -1,0 +1,180 @@
+"""The learned optimizer as a `torch.optim.Optimizer`: the same weights, the same arithmetic.
+
+`LearnedOptimizer(model.parameters(), "mnist")` loads a shipped optimizer, a weights file or a
+run folder (as `l2lgd.load_optimizer` does) and updates PyTorch parameters in place. Every
+coordinate keeps the LSTM's (hidden, cell) state, as in the JAX transformation; a step
+preprocesses the gradients, runs the LSTM over all coordinates of an LSTM's parameters as the
+columns of one matrix, and adds `output_scale` times its output to the parameters.
+
+Needs the `torch` extra: `pip install l2lgd[torch]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2lgd.errors import L2LError
+from l2lgd.optimizers.lstm import gate_scale_and_shift
+from l2lgd.sources import load_learned
+
+SUPPORTED_KINDS = ("lstm", "lstm_gac")
+STATE_KEY = "lstm_state"
+"""Each parameter's optimizer state: a tensor (layers, 2, hidden_size, numel) of its
+coordinates' (hidden, cell) per LSTM layer."""
+
+
+class CoordinatewiseLSTMNet:
+    """One coordinatewise LSTM with fixed weights, in torch: `step(grads, state)` on a matrix
+    whose columns are coordinates, as `l2lgd.optimizers.lstm.lstm_update` computes it."""
+
+    def __init__(self, weights: Mapping[str, Any], config: Any) -> None:
+        self.num_layers = config.num_layers
+        self.hidden_size = config.hidden_size
+        self.gac_cells = getattr(config, "gac_cells", 0) if config.kind == "lstm_gac" else 0
+        self.preprocessing = config.preprocessing
+        self.preprocessing_p = float(config.preprocessing_p)
+        self.output_scale = float(config.output_scale)
+        self.layers = [_dense(weights[f"lstm_{layer}"]) for layer in range(self.num_layers)]
+        self.output = _dense(weights["output"])
+        scale, shift = gate_scale_and_shift(self.hidden_size, np.float32)
+        self.gate_scale, self.gate_shift = torch.from_numpy(scale), torch.from_numpy(shift)
+
+    def features(self, grads: torch.Tensor) -> torch.Tensor:
+        """(coordinates,) gradients -> (features, coordinates) LSTM inputs (the paper's
+        Appendix A for "log_sign", as `l2lgd.optimizers.preprocess.log_sign_preprocess`)."""
+        if self.preprocessing != "log_sign":
+            return grads[None]
+        p = self.preprocessing_p
+        magnitude = grads.abs()
+        is_large = magnitude >= math.exp(-p)
+        safe = torch.where(is_large, magnitude, torch.ones_like(magnitude))
+        first = torch.where(is_large, torch.log(safe) / p, torch.full_like(grads, -1.0))
+        second = torch.where(is_large, torch.sign(grads), math.exp(p) * grads)
+        return torch.stack([first, second])
+
+    def step(self, grads: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coordinates,) gradients and their (layers, 2, hidden, coordinates) state -> the
+        updates to add and the new state."""
+        layer_input, new_state = self.features(grads), []
+        for (kernel, bias), layer_state in zip(self.layers, state, strict=True):
+            hidden, cell = self.lstm_cell(kernel, bias, layer_input, layer_state[0], layer_state[1])
+            if self.gac_cells:
+                averages = hidden[: self.gac_cells].mean(dim=1, keepdim=True)
+                hidden = torch.cat([averages.expand(-1, hidden.shape[1]), hidden[self.gac_cells :]])
+            new_state.append(torch.stack([hidden, cell]))
+            layer_input = hidden
+        kernel, bias = self.output
+        output = (kernel.T @ layer_input + bias[:, None])[0]
+        return self.output_scale * output, torch.stack(new_state)
+
+    def lstm_cell(
+        self,
+        kernel: torch.Tensor,
+        bias: torch.Tensor,
+        inputs: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LSTM step of every column: gates in the order input, forget, candidate, output,
+        through one sigmoid (tanh(x) = 2 sigmoid(2x) - 1; the forget gate's +1 bias a shift)."""
+        gates = kernel.T @ torch.cat([inputs, hidden]) + bias[:, None]
+        in_gate, forget_gate, candidate, out_gate = torch.chunk(
+            torch.sigmoid(gates * self.gate_scale + self.gate_shift), 4
+        )
+        cell = forget_gate * cell + in_gate * (2.0 * candidate - 1.0)
+        return out_gate * torch.tanh(cell), cell
+
+    def zero_state(self, coordinates: int) -> torch.Tensor:
+        """The initial (all-zero) state of `coordinates` coordinates."""
+        return torch.zeros(self.num_layers, 2, self.hidden_size, coordinates)
+
+
+def _dense(params: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flax Dense's (kernel, bias) as float32 torch tensors."""
+    return tuple(torch.from_numpy(np.array(params[k], np.float32)) for k in ("kernel", "bias"))
+
+
+class LearnedOptimizer(torch.optim.Optimizer):
+    """A meta-trained LSTM optimizer (kinds lstm and lstm_gac) for PyTorch parameters.
+
+    Args:
+      params: the parameters, or parameter groups (dicts). An optimizer trained with one LSTM
+        per parameter group (`optimizer.groups`, e.g. the shipped `cifar10`) needs groups, each
+        naming its LSTM under the key "lstm" (for `cifar10`: "conv" for the conv kernels, "fc"
+        for the rest).
+      optimizer: a shipped name ("mnist"), a weights file or a run folder.
+
+    All the parameters of one LSTM are one problem, as for the JAX transformation: global
+    averaging cells average over all of them. Parameters whose `.grad` is None are skipped.
+
+    Example:
+      >>> opt = LearnedOptimizer(model.parameters(), "mnist")
+      >>> loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+    """
+
+    def __init__(self, params: Iterable[Any], optimizer: str | Path = "mnist") -> None:
+        learned = load_learned(optimizer)
+        config = learned.config
+        if config.kind not in SUPPORTED_KINDS:
+            raise L2LError(
+                f"{optimizer}: optimizer.kind {config.kind!r} is not supported in PyTorch "
+                f"(supported: {', '.join(SUPPORTED_KINDS)})"
+            )
+        weights = learned.weights
+        if config.groups == "none":
+            self.networks = {"": CoordinatewiseLSTMNet(weights, config)}
+        else:
+            self.networks = {
+                name: CoordinatewiseLSTMNet(member, config) for name, member in weights.items()
+            }
+        self.source = str(optimizer)
+        super().__init__(
+            params, {"lstm": next(iter(self.networks)) if config.groups == "none" else None}
+        )
+        for group in self.param_groups:
+            if group["lstm"] not in self.networks:
+                raise L2LError(
+                    f"{optimizer} has one LSTM per parameter group "
+                    f"({', '.join(self.networks)}): give parameter groups as dicts with "
+                    f"'lstm' naming one of them (got {group['lstm']!r})"
+                )
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One update of every parameter that has a gradient; returns `closure()`'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for name, network in self.networks.items():
+            params = [
+                p
+                for group in self.param_groups
+                if group["lstm"] == name
+                for p in group["params"]
+                if p.grad is not None
+            ]
+            if params:
+                self._update(network, params)
+        return loss
+
+    def _update(self, network: CoordinatewiseLSTMNet, params: list[torch.Tensor]) -> None:
+        """Runs one LSTM over all of `params`' coordinates and adds its updates in place."""
+        for p in params:
+            if STATE_KEY not in self.state[p]:
+                self.state[p][STATE_KEY] = network.zero_state(p.numel())
+        grads = torch.cat([p.grad.reshape(-1).float() for p in params])
+        state = torch.cat([self.state[p][STATE_KEY] for p in params], dim=-1)
+        updates, state = network.step(grads, state)
+        sizes = [p.numel() for p in params]
+        for p, update, p_state in zip(
+            params, updates.split(sizes), state.split(sizes, dim=-1), strict=True
+        ):
+            p.add_(update.reshape(p.shape).to(p.dtype))
+            self.state[p][STATE_KEY] = p_state.contiguous()
