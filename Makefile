@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 L2LGD_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export L2LGD_DATA_DIR
 
-.PHONY: setup test lint format demo reproduce example bench clean
+.PHONY: setup test lint format demo reproduce example torch-example bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ reproduce: setup  ## every implemented paper experiment -> results/REPORT.md; PR
 
 example: setup  ## a flax model trained on MNIST with the shipped learned optimizer and with Adam
 	$(BIN)/python examples/flax_mnist.py --out runs/example
+
+torch-example: setup  ## a torch MLP trained on MNIST with l2lgd.torch.LearnedOptimizer and with tuned Adam
+	$(BIN)/python examples/torch_mnist.py --out runs/torch_example
 
 bench: setup  ## meta-training and evaluation throughput -> runs/bench.json
 	$(BIN)/python scripts/benchmark.py --out runs/bench.json

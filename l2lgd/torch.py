@@ -83,11 +83,10 @@ class CoordinatewiseLSTMNet:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One LSTM step of every column: gates in the order input, forget, candidate, output,
         through one sigmoid (tanh(x) = 2 sigmoid(2x) - 1; the forget gate's +1 bias a shift)."""
-        gates = kernel.T @ torch.cat([inputs, hidden]) + bias[:, None]
-        in_gate, forget_gate, candidate, out_gate = torch.chunk(
-            torch.sigmoid(gates * self.gate_scale + self.gate_shift), 4
-        )
-        cell = forget_gate * cell + in_gate * (2.0 * candidate - 1.0)
+        gates = torch.addmm(bias[:, None], kernel.T, torch.cat([inputs, hidden]))
+        gates = torch.addcmul(self.gate_shift, gates, self.gate_scale).sigmoid_()
+        in_gate, forget_gate, candidate, out_gate = torch.chunk(gates, 4)
+        cell = torch.addcmul(forget_gate * cell, in_gate, candidate.mul(2.0).sub_(1.0))
         return out_gate * torch.tanh(cell), cell
 
     def zero_state(self, coordinates: int) -> torch.Tensor:

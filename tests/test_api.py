@@ -1,7 +1,5 @@
 """The drop-in optimizer: `l2lgd.load_optimizer` in an ordinary optax loop equals meta-training's path."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -10,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import load_example, synthetic_dataset
 from jax.flatten_util import ravel_pytree
 
 import l2lgd
 from l2lgd import pretrained
 from l2lgd.config import MetaConfig
-from l2lgd.data import ImageDataset
 from l2lgd.meta.unroll import meta_loss
 from l2lgd.rollout import init_optimizee_state
 from l2lgd.tasks import QuadraticTask, sample_batch
@@ -126,30 +124,8 @@ def test_learned_optimizer_trains_a_flax_model_under_jit_and_chains_with_a_sched
     assert loss(params) < start
 
 
-def load_example():
-    """examples/flax_mnist.py as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("flax_mnist", REPO / "examples" / "flax_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-def synthetic_dataset(num_train=256, num_test=64):
-    """Two classes told apart by the brightness of the image: learnable in a few steps."""
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        labels = rng.integers(0, 2, n).astype(np.int32)
-        images = rng.integers(0, 100, (n, 6, 6)) + 120 * labels[:, None, None]
-        return images.astype(np.uint8), labels
-
-    (train_images, train_labels), (test_images, test_labels) = split(num_train), split(num_test)
-    return ImageDataset("synthetic", train_images, train_labels, test_images, test_labels, 2)
-
-
 def test_example_runs_end_to_end_on_a_shrunken_config(tmp_path):
-    example = load_example()
+    example = load_example("flax_mnist")
     config = example.ExampleConfig(
         hidden_sizes=(8,),
         num_steps=20,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import load_example, synthetic_dataset
 
 from l2lgd.checkpoint import save_weights
 from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig
@@ -159,3 +160,27 @@ def test_ntm_kinds_are_refused_with_a_clear_error(tmp_path):
     save_weights(path, init_learned_weights(jax.random.key(0), config), config, {})
     with pytest.raises(L2LError, match="not supported in PyTorch"):
         LearnedOptimizer([torch.zeros(2, requires_grad=True)], path)
+
+
+def test_torch_example_runs_end_to_end_on_a_shrunken_config(tmp_path):
+    example = load_example("torch_mnist")
+    config = example.ExampleConfig(
+        hidden_size=8,
+        num_steps=20,
+        batch_size=32,
+        seeds=(1, 2),
+        tuning_seeds=(3,),
+        adam_learning_rates=(0.01, 0.1, 1.0),
+        max_grid_growth=1,
+    )
+    summary = example.run_example(config, synthetic_dataset(), tmp_path)
+
+    grid = {float(lr): loss for lr, loss in summary["adam_grid"].items()}
+    assert len(grid) in (3, 4) and summary["adam_best_is_interior"] == (
+        min(grid) < min(grid, key=grid.get) < max(grid)
+    )
+    learned = summary["results"]["learned (mnist)"]
+    assert len(learned["mean_curve"]) == 20 and np.all(np.isfinite(learned["mean_curve"]))
+    assert learned["train_loss"] < np.log(2)  # below chance: the learned optimizer learns
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert "| learned (mnist) |" in (tmp_path / "RESULTS.md").read_text()
