@@ -26,7 +26,7 @@ from flax import serialization
 from l2lgd import interrupts, runs
 from l2lgd.atomic import write_atomically
 from l2lgd.checkpoint import load_tree, save_tree, save_weights
-from l2lgd.config import Config
+from l2lgd.config import Config, MetaConfig
 from l2lgd.distributed import is_primary
 from l2lgd.errors import CheckpointError, DivergenceError, L2LError
 from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
@@ -257,7 +257,7 @@ def _validate_and_save(
     if meta_loss is not None:
         record["meta_loss"] = meta_loss
     if progress.iteration > 0 and progress.best_iteration == 0:
-        record["warning"] = no_improvement_warning(progress, config.meta.iterations)
+        record["warning"] = no_improvement_warning(progress, config.meta)
     provenance = runs.provenance(config, progress.iteration, validation_loss)
     if not is_primary():
         return record
@@ -276,17 +276,20 @@ def _validate_and_save(
     return record
 
 
-def no_improvement_warning(progress: TrainingProgress, total_iterations: int) -> str:
-    """Says that meta-training has not beaten the untrained weights, the usual sign of a bad step."""
-    untrained = f"the untrained weights ({progress.best_validation_loss:.4g} at iteration 0)"
-    if progress.iteration < total_iterations:
+def no_improvement_warning(progress: TrainingProgress, meta: MetaConfig) -> str:
+    """Says that meta-training has not beaten its starting weights (untrained, or those of
+    `meta.init_from`), the usual sign of a bad step."""
+    start = f"weights of {meta.init_from}" if meta.init_from else "untrained weights"
+    kept = f"weights of {meta.init_from}" if meta.init_from else "untrained optimizer"
+    untrained = f"the {start} ({progress.best_validation_loss:.4g} at iteration 0)"
+    if progress.iteration < meta.iterations:
         return (
             f"validation loss has not improved on {untrained} after {progress.iteration} "
             "iterations; meta.learning_rate may be too high"
         )
     return (
         f"meta-training never improved on {untrained} in {progress.iteration} iterations, so "
-        "best.msgpack holds the untrained optimizer; meta.learning_rate may be too high"
+        f"best.msgpack holds the {kept}; meta.learning_rate may be too high"
     )
 
 
