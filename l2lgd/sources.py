@@ -58,11 +58,13 @@ def load_learned(spec: str | Path) -> LearnedOptimizer:
     return LearnedOptimizer(label, weights, config, provenance)
 
 
-def load_optimizer(spec: str | Path) -> optax.GradientTransformation:
+def load_optimizer(spec: str | Path, state_dtype: Any = None) -> optax.GradientTransformation:
     """The learned optimizer `spec` names, as an optax transformation: one line to use it.
 
     Args:
       spec: a run folder, a weights file, or a shipped name such as "mnist" (see `load_learned`).
+      state_dtype: e.g. `jnp.bfloat16`: keep the LSTM state in it between steps (half the
+        memory of float32); None: the parameters' dtype.
 
     Returns:
       An `optax.GradientTransformation` over any pytree of float parameters; add its updates to
@@ -75,4 +77,4 @@ def load_optimizer(spec: str | Path) -> optax.GradientTransformation:
       >>> params = optax.apply_updates(params, updates)
     """
     learned = load_learned(spec)
-    return learned_optimizer(learned.weights, learned.config)
+    return learned_optimizer(learned.weights, learned.config, state_dtype)

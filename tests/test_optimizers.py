@@ -9,8 +9,8 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from l2lgd.config import LSTMConfig
-from l2lgd.errors import L2LError
+from l2lgd.config import LSTMConfig, NTMConfig
+from l2lgd.errors import ConfigError, L2LError
 from l2lgd.optimizers import (
     BASELINE_NAMES,
     baseline,
@@ -231,6 +231,40 @@ def test_learned_optimizer_on_a_pytree_equals_lstm_update_on_the_flat_vector():
         assert_trees_allclose(updates, unravel(flat_updates))
         assert np.abs(flat_updates).max() > 1e-3
         params = optax.apply_updates(params, updates)
+
+
+def test_bfloat16_state_halves_the_memory_and_follows_the_float32_trajectory():
+    weights = random_weights(CONFIG)
+    params = nested_params()
+    exact, compact = (
+        learned_optimizer(weights, CONFIG),
+        learned_optimizer(weights, CONFIG, jnp.bfloat16),
+    )
+    exact_state, compact_state = exact.init(params), compact.init(params)
+    assert {leaf.dtype for leaf in jax.tree.leaves(compact_state)} == {jnp.dtype(jnp.bfloat16)}
+    assert sum(x.nbytes for x in jax.tree.leaves(compact_state)) * 2 == sum(
+        x.nbytes for x in jax.tree.leaves(exact_state)
+    )
+    for t in range(5):
+        grads = nested_gradients(10 * t)
+        exact_updates, exact_state = exact.update(grads, exact_state)
+        compact_updates, compact_state = compact.update(grads, compact_state)
+        assert {u.dtype for u in jax.tree.leaves(compact_updates)} == {jnp.dtype(jnp.float32)}
+        # bfloat16 keeps 8 bits of mantissa: the state, and the updates it drives, agree to ~1%.
+        assert_trees_allclose(compact_updates, exact_updates, rtol=0.05, atol=2e-3)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree.leaves(compact_updates), jax.tree.leaves(exact_updates), strict=True
+        )
+    )
+
+
+def test_ntm_refuses_a_state_dtype():
+    config = NTMConfig(kind="ntm_lbfgs")
+    weights = init_learned_weights(jax.random.key(0), config)
+    with pytest.raises(ConfigError, match="not for NTMs"):
+        learned_optimizer(weights, config, jnp.bfloat16)
 
 
 def test_learned_optimizer_composes_with_clipping():

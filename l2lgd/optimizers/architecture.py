@@ -25,8 +25,10 @@ class LearnedArchitecture(Protocol):
     def init_weights(self, key: jax.Array) -> Any:
         """Random initial weights (a pytree: meta-gradients flow into it)."""
 
-    def transformation(self, weights: Any) -> optax.GradientTransformation:
-        """The optimizer with fixed `weights`; its updates are added to the parameters."""
+    def transformation(self, weights: Any, state_dtype: Any = None) -> optax.GradientTransformation:
+        """The optimizer with fixed `weights`; its updates are added to the parameters. Its
+        per-coordinate state is kept in `state_dtype` between steps where the kind supports it
+        (None: the parameters' dtype)."""
 
 
 class CoordinatewiseState(struct.PyTreeNode):

@@ -148,14 +148,16 @@ class GroupedArchitecture:
             for index, (group, architecture) in enumerate(self.members)
         }
 
-    def transformation(self, weights: Mapping[str, Any]) -> optax.GradientTransformation:
+    def transformation(
+        self, weights: Mapping[str, Any], state_dtype: Any = None
+    ) -> optax.GradientTransformation:
         """The grouped optimizer with fixed weights; group g's state is
         `state.inner_states[g].inner_state`. (Newer optax names `multi_transform` `partition`
         and keeps the old name as an alias; this uses the old one, which every supported optax
         has.)"""
         _check_groups({"weights": list(weights), "architectures": self.groups()})
         transforms = {
-            group: architecture.transformation(weights[group])
+            group: architecture.transformation(weights[group], state_dtype)
             for group, architecture in self.members
         }
         grouped = optax.multi_transform(

@@ -68,13 +68,19 @@ def learned_architecture(config: OptimizerConfig) -> LearnedArchitecture:
     return GroupedArchitecture(rules, tuple((group, single) for group in groups))
 
 
-def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTransformation:
+def learned_optimizer(
+    weights: Any, config: OptimizerConfig, state_dtype: Any = None
+) -> optax.GradientTransformation:
     """The learned optimizer with fixed `weights` as an optax transformation, for one problem.
 
     It works on any pytree of float parameters, all of them one problem, and its updates are
     added to them. With `config.groups == "none"` `weights` are one network's flax params;
     otherwise they map each group to its network's params. The rollout vectorizes it over a
     batch of problems (`l2lgd.rollout.vectorized`).
+
+    `state_dtype` (e.g. `jnp.bfloat16`) keeps the LSTM kinds' per-coordinate state in that
+    dtype between steps, computing each step in float32: half the memory (scripts/
+    optimizer_throughput.py lists bytes per parameter); None keeps the parameters' dtype.
 
     Warning:
       With global averaging cells or a memory (kinds lstm_gac, ntm_bfgs, ntm_lbfgs), its result
@@ -91,7 +97,7 @@ def learned_optimizer(weights: Any, config: OptimizerConfig) -> optax.GradientTr
     References:
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
-    return learned_architecture(config).transformation(weights)
+    return learned_architecture(config).transformation(weights, state_dtype)
 
 
 def init_learned_weights(key: jax.Array, config: OptimizerConfig) -> Any:

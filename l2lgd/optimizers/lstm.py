@@ -206,9 +206,11 @@ class LSTMArchitecture:
         inputs = jnp.zeros((num_features(self.preprocessing), 1), jnp.float32)
         return self.module().init(key, inputs, self.zero_state(1))["params"]
 
-    def transformation(self, weights: dict[str, Any]) -> optax.GradientTransformation:
+    def transformation(
+        self, weights: dict[str, Any], state_dtype: jnp.dtype | None = None
+    ) -> optax.GradientTransformation:
         """The optimizer with fixed `weights`, as an optax transformation (see `lstm_optimizer`)."""
-        return lstm_optimizer(weights, self)
+        return lstm_optimizer(weights, self, state_dtype)
 
     def module(self) -> CoordinatewiseLSTM:
         """The flax module of this architecture."""
@@ -252,7 +254,9 @@ def independent_lstm(
 
 
 def lstm_optimizer(
-    weights: dict[str, Any], architecture: LSTMArchitecture
+    weights: dict[str, Any],
+    architecture: LSTMArchitecture,
+    state_dtype: jnp.dtype | None = None,
 ) -> optax.GradientTransformation:
     """One coordinatewise LSTM with fixed `weights`, for one problem, as an optax transformation.
 
@@ -267,6 +271,9 @@ def lstm_optimizer(
     Args:
       weights: the LSTM's flax params (from `LSTMArchitecture.init_weights` or a checkpoint).
       architecture: the architecture, preprocessing and output scale the weights were trained with.
+      state_dtype: the dtype the LSTM state is kept in between steps (e.g. jnp.bfloat16, half
+        the memory of float32); each step computes in the parameters' and weights' dtype.
+        None: that dtype throughout.
 
     Returns:
       An `optax.GradientTransformation` whose state is a `LearnedOptimizerState`.
@@ -282,12 +289,18 @@ def lstm_optimizer(
     """
 
     def initial_state(coordinates: int, dtype: jnp.dtype) -> LearnedOptimizerState:
-        return LearnedOptimizerState(architecture.zero_state(coordinates, dtype))
+        return LearnedOptimizerState(architecture.zero_state(coordinates, state_dtype or dtype))
 
     def step(
         grads: jax.Array, state: LearnedOptimizerState
     ) -> tuple[jax.Array, LearnedOptimizerState]:
-        updates, lstm_state = lstm_update(weights, architecture, grads, state.lstm_state)
+        lstm_state = state.lstm_state
+        if state_dtype is not None:
+            compute = jnp.result_type(grads.dtype, *jax.tree.leaves(weights))
+            lstm_state = jax.tree.map(lambda x: x.astype(compute), lstm_state)
+        updates, lstm_state = lstm_update(weights, architecture, grads, lstm_state)
+        if state_dtype is not None:
+            lstm_state = jax.tree.map(lambda x: x.astype(state_dtype), lstm_state)
         return updates, LearnedOptimizerState(lstm_state)
 
     if architecture.gac_cells:  # averages over the problem's coordinates

@@ -135,8 +135,13 @@ class NTMArchitecture:
         inputs = jnp.zeros((features, 1), jnp.float32)
         return self.module().init(key, inputs, self.controller.zero_state(1))["params"]
 
-    def transformation(self, weights: dict[str, Any]) -> optax.GradientTransformation:
-        """The optimizer with fixed `weights`, as an optax transformation (see `ntm_optimizer`)."""
+    def transformation(
+        self, weights: dict[str, Any], state_dtype: Any = None
+    ) -> optax.GradientTransformation:
+        """The optimizer with fixed `weights`, as an optax transformation (see `ntm_optimizer`);
+        its memory stays in the parameters' dtype (`state_dtype` must be None)."""
+        if state_dtype is not None:
+            raise ConfigError("a state_dtype is supported for the LSTM kinds, not for NTMs")
         return ntm_optimizer(weights, self)
 
     def module(self) -> NTMController:
