@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 import l2lgd
 from l2lgd import pretrained
 from l2lgd.config import MetaConfig
+from l2lgd.data import ImageDataset
 from l2lgd.meta.unroll import meta_loss
 from l2lgd.rollout import init_optimizee_state
 from l2lgd.tasks import QuadraticTask, sample_batch
@@ -144,3 +145,34 @@ def test_example_runs_end_to_end_on_a_shrunken_config(tmp_path):
     assert results["learned"]["train_loss"] < np.log(2)  # below chance: the learned one learns
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
     assert "| learned (mnist) |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_cifar_example_runs_end_to_end_on_a_shrunken_config(tmp_path):
+    example = load_example("flax_cifar10")
+    gray = synthetic_dataset()
+    color = ImageDataset(
+        "synthetic",
+        np.repeat(gray.train_images[..., None], 3, axis=-1),
+        gray.train_labels,
+        np.repeat(gray.test_images[..., None], 3, axis=-1),
+        gray.test_labels,
+        2,
+    )
+    config = example.ExampleConfig(
+        channels=4,
+        hidden=8,
+        num_steps=30,
+        batch_size=16,
+        seeds=(1,),
+        tuning_seeds=(2,),
+        adam_learning_rates=(0.003, 0.03),
+        max_grid_growth=1,
+    )
+    summary = example.run_example(config, color, tmp_path)
+
+    learned = summary["results"]["learned (cifar10)"]
+    assert len(learned["mean_curve"]) == 30 and np.all(np.isfinite(learned["mean_curve"]))
+    assert learned["final"] < learned["mean_curve"][0]  # the shipped optimizer lowers the loss
+    assert len(summary["adam_grid"]) == 3  # an edge was best, so the grid grew once
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert "| learned (cifar10) |" in (tmp_path / "RESULTS.md").read_text()

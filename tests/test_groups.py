@@ -75,6 +75,15 @@ def leaf_paths(tree) -> list[str]:
     return [path_name(path) for path, _ in jax.tree.leaves_with_path(tree)]
 
 
+def test_cifar_groups_take_flax_default_conv_names_too():
+    model = {"Conv_0": {"kernel": 0, "bias": 0}, "Dense_0": {"kernel": 0}, "Conv_1": {"kernel": 0}}
+    assert group_labels(model, CIFAR_GROUPS) == {
+        "Conv_0": {"kernel": "conv", "bias": "fc"},
+        "Dense_0": {"kernel": "fc"},
+        "Conv_1": {"kernel": "conv"},
+    }
+
+
 def random_grads(params, seed: int):
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)

@@ -23,9 +23,10 @@ from l2lgd.optimizers.architecture import IndependentCoordinates, LearnedArchite
 GroupRules = tuple[tuple[str, str], ...]
 """(group name, regex on the leaf's "/"-joined path) pairs; the first full match wins."""
 
-CIFAR_GROUPS: GroupRules = (("conv", r"(.*/)?conv_\d+/kernel"), ("fc", r".*"))
+CIFAR_GROUPS: GroupRules = (("conv", r"(.*/)?[Cc]onv_\d+/kernel"), ("fc", r".*"))
 """The paper's split (as in the original code) of `l2lgd.tasks.cnn.CNN`'s parameters: the conv
-kernels to "conv"; conv biases, batch-norm scales and offsets and the dense layers to "fc"."""
+kernels to "conv"; conv biases, batch-norm scales and offsets and the dense layers to "fc". The
+kernels of a user's flax model match too, under flax's default names ("Conv_0/kernel")."""
 
 KERNEL_BIAS_GROUPS: GroupRules = (("kernel", r"(.*/)?kernel"), ("other", r".*"))
 """Weight matrices and conv kernels to one LSTM, biases and everything else to another."""

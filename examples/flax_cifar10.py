@@ -1,0 +1,212 @@
+"""Train your own flax CNN on CIFAR-10 with the shipped CIFAR optimizer and with tuned Adam.
+
+    python examples/flax_cifar10.py --data-dir ../shared/data --out runs/cifar_example
+
+The model is a user's, not the paper's: two 3x3 conv layers of 32 channels with ReLU and max
+pooling, a 64-unit dense layer, flax's default initialization and names. The shipped `cifar10`
+optimizer has one LSTM for conv kernels ("Conv_N/kernel") and one for everything else, and
+`l2lgd.load_optimizer("cifar10")` routes each leaf by its path. Adam's learning rate is tuned on
+separate tuning seeds (grown while the best rate is on an edge). Writes RESULTS.md, results.json
+and loss.png: the minibatch loss against steps and against wall-clock time, since a learned
+update costs more than Adam's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import l2lgd
+from l2lgd.data import ImageDataset, load_cifar10
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    """What to train, for how long, on which seeds, and Adam's starting grid."""
+
+    learned: str = "cifar10"
+    channels: int = 32
+    hidden: int = 64
+    num_steps: int = 300
+    batch_size: int = 64
+    seeds: tuple[int, ...] = (101, 102, 103)
+    tuning_seeds: tuple[int, ...] = (201, 202)
+    adam_learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    max_grid_growth: int = 3
+
+
+class UserCNN(nn.Module):
+    """A small CNN with flax's default names (Conv_0, Conv_1, Dense_0, Dense_1)."""
+
+    channels: int
+    hidden: int
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) / 255.0
+        for _ in range(2):
+            x = nn.relu(nn.Conv(self.channels, (3, 3))(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(self.num_classes)(x)
+
+
+def train(
+    config: ExampleConfig,
+    dataset: ImageDataset,
+    optimizer: optax.GradientTransformation,
+    seed: int,
+) -> dict[str, Any]:
+    """The ordinary optax loop: minibatch loss and wall time at each step (compilation excluded)."""
+    model = UserCNN(config.channels, config.hidden, dataset.num_classes)
+
+    def loss_fn(params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
+        logits = model.apply({"params": params}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, images, labels)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params = model.init(jax.random.key(seed), dataset.train_images[:1])["params"]
+    opt_state = optimizer.init(params)
+    batches = np.random.default_rng(seed)
+    indices = [
+        batches.integers(0, len(dataset.train_labels), config.batch_size)
+        for _ in range(config.num_steps)
+    ]
+    # The first step compiles; it is timed apart.
+    first = indices[0]
+    params, opt_state, loss = train_step(
+        params, opt_state, dataset.train_images[first], dataset.train_labels[first]
+    )
+    losses, times, start = [float(loss)], [0.0], time.perf_counter()
+    for index in indices[1:]:
+        params, opt_state, loss = train_step(
+            params, opt_state, dataset.train_images[index], dataset.train_labels[index]
+        )
+        losses.append(float(loss))  # waits for the step: the times are real
+        times.append(time.perf_counter() - start)
+    final = float(np.mean(losses[-20:]))
+    return {"losses": np.asarray(losses), "times": np.asarray(times), "final": final}
+
+
+def tune_adam(config: ExampleConfig, dataset: ImageDataset) -> tuple[float, dict[float, float]]:
+    """Adam's best rate by the mean final loss (last 20 minibatches) on the tuning seeds."""
+    grid: dict[float, float] = {}
+
+    def score(lr: float) -> None:
+        finals = [train(config, dataset, optax.adam(lr), s)["final"] for s in config.tuning_seeds]
+        grid[lr] = float(np.mean(finals)) if all(map(math.isfinite, finals)) else math.inf
+
+    for lr in config.adam_learning_rates:
+        score(lr)
+    for _ in range(config.max_grid_growth):
+        rates, best = sorted(grid), min(grid, key=grid.get)
+        if best == rates[0]:
+            score(rates[0] / math.sqrt(10))
+        elif best == rates[-1]:
+            score(rates[-1] * math.sqrt(10))
+        else:
+            break
+    return min(grid, key=grid.get), dict(sorted(grid.items()))
+
+
+def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> dict:
+    """Tunes Adam, trains with both optimizers on every seed, writes the results."""
+    best_lr, grid = tune_adam(config, dataset)
+    optimizers = {
+        f"learned ({config.learned})": l2lgd.load_optimizer(config.learned),
+        f"Adam (lr {best_lr:.3g})": optax.adam(best_lr),
+    }
+    results = {}
+    for label, optimizer in optimizers.items():
+        runs = [train(config, dataset, optimizer, seed) for seed in config.seeds]
+        results[label] = {
+            "mean_curve": np.mean([r["losses"] for r in runs], axis=0).tolist(),
+            "mean_times": np.mean([r["times"] for r in runs], axis=0).tolist(),
+            "finals": [r["final"] for r in runs],
+            "final": float(np.mean([r["final"] for r in runs])),
+            "ms_per_step": 1000
+            * float(np.median([r["times"][-1] / (config.num_steps - 1) for r in runs])),
+        }
+    summary = {
+        "config": asdict(config),
+        "adam_grid": {str(lr): loss for lr, loss in grid.items()},
+        "adam_best_is_interior": min(grid) < best_lr < max(grid),
+        "results": results,
+    }
+    write_results(workdir, summary)
+    return summary
+
+
+def write_results(workdir: Path, summary: dict) -> None:
+    """results.json, a Markdown table and the loss figure (against steps and wall time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = summary["config"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_text(json.dumps(summary, indent=1))
+    title = (
+        f"flax CNN (2 conv x {config['channels']}, dense {config['hidden']}) on CIFAR-10, "
+        f"{config['num_steps']} steps of {config['batch_size']}, mean of {len(config['seeds'])} seeds"
+    )
+    rows = [
+        f"| {label} | {r['final']:.4g} | {r['ms_per_step']:.1f} |"
+        for label, r in summary["results"].items()
+    ]
+    (workdir / "RESULTS.md").write_text(
+        f"# {title}\n\n| optimizer | final loss (mean of last 20 minibatches) | ms per step |\n"
+        "|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nAdam's grid (tuning seeds {config['tuning_seeds']}): "
+        + ", ".join(f"{lr}: {loss:.4g}" for lr, loss in summary["adam_grid"].items())
+        + f"; best rate interior: {summary['adam_best_is_interior']}\n"
+    )
+    figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, r in summary["results"].items():
+        by_step.plot(r["mean_curve"], label=label)
+        by_time.plot(r["mean_times"], r["mean_curve"], label=label)
+    by_step.set(xlabel="step", ylabel="minibatch loss")
+    by_time.set(xlabel="wall time (s)", ylabel="minibatch loss")
+    by_step.legend()
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(workdir / "loss.png", dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-dir", help="folder with CIFAR-10's binary files (default $L2LGD_DATA_DIR)"
+    )
+    parser.add_argument("--learned", default="cifar10", help="pretrained name, run folder or file")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("runs/cifar_example"))
+    args = parser.parse_args()
+    config = ExampleConfig(learned=args.learned, num_steps=args.steps)
+    run_example(config, load_cifar10("files", args.data_dir), args.out)
+    print((args.out / "RESULTS.md").read_text())
+    print(f"figure: {args.out / 'loss.png'}")
+
+
+if __name__ == "__main__":
+    main()
