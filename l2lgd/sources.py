@@ -12,6 +12,7 @@ from l2lgd import pretrained, runs
 from l2lgd.checkpoint import load_weights
 from l2lgd.config import OptimizerConfig
 from l2lgd.errors import L2LError
+from l2lgd.optimizers.architecture import StateStorage
 from l2lgd.optimizers.learned import learned_optimizer
 
 
@@ -58,13 +59,23 @@ def load_learned(spec: str | Path) -> LearnedOptimizer:
     return LearnedOptimizer(label, weights, config, provenance)
 
 
-def load_optimizer(spec: str | Path, state_dtype: Any = None) -> optax.GradientTransformation:
+COORDINATE_BLOCK = 2**13
+"""Coordinates per block of a user's large model (`load_optimizer`): the LSTM's per-block state
+and temporaries, about 1 kB per coordinate, then fit in a core's cache."""
+
+
+def load_optimizer(
+    spec: str | Path, state_dtype: Any = None, block: int | None = COORDINATE_BLOCK
+) -> optax.GradientTransformation:
     """The learned optimizer `spec` names, as an optax transformation: one line to use it.
 
     Args:
       spec: a run folder, a weights file, or a shipped name such as "mnist" (see `load_learned`).
       state_dtype: e.g. `jnp.bfloat16`: keep the LSTM state in it between steps (half the
         memory of float32); None: the parameters' dtype.
+      block: update a model of at least two blocks of coordinates one block at a time (plain
+        LSTM kinds; the same numbers, faster once the state outgrows the cache); None: all at
+        once.
 
     Returns:
       An `optax.GradientTransformation` over any pytree of float parameters; add its updates to
@@ -77,4 +88,4 @@ def load_optimizer(spec: str | Path, state_dtype: Any = None) -> optax.GradientT
       >>> params = optax.apply_updates(params, updates)
     """
     learned = load_learned(spec)
-    return learned_optimizer(learned.weights, learned.config, state_dtype)
+    return learned_optimizer(learned.weights, learned.config, StateStorage(state_dtype, block))

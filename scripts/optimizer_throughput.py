@@ -2,8 +2,9 @@
 
 One jitted step (`opt.update` + `optax.apply_updates`, parameters and state donated) on a flat
 float32 leaf and on a many-leaf model (a ResNet-like tree of conv kernels and norm vectors) of
-2^14 to 2^24 parameters; the learned optimizer and `optax.adam` interleaved round by round,
-medians over rounds. Also the optimizer state's bytes per parameter of each learned kind.
+2^14 to 2^24 parameters: the learned optimizer as `l2lgd.load_optimizer` gives it (cache-sized
+blocks of coordinates), the same all at once (`block=None`, the update before blocks) and
+`optax.adam`, interleaved round by round, medians over rounds. Also the optimizer state's bytes per parameter of each learned kind.
 
     python scripts/optimizer_throughput.py --out runs/throughput.json
     python scripts/optimizer_throughput.py --log2-sizes 14 16 18 20 --rounds 5
@@ -27,6 +28,8 @@ import optax
 from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
 from l2lgd.sources import load_optimizer
+
+BEFORE = "learned, all at once"
 
 
 def flat_model(size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -106,11 +109,19 @@ def main() -> None:
     parser.add_argument("--log2-sizes", type=int, nargs="+", default=[14, 16, 18, 20, 22, 24])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument(
+        "--all-at-once-up-to",
+        type=int,
+        default=22,
+        help="largest log2 size to time the all-at-once update on (its temporaries take "
+        "about 1 kB per parameter)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     contenders = {
         "learned": lambda: load_optimizer(args.optimizer),
+        BEFORE: lambda: load_optimizer(args.optimizer, block=None),
         "adam": lambda: optax.adam(1e-3),
     }
     rows = []
@@ -118,9 +129,10 @@ def main() -> None:
         for model_name, model in (("flat", flat_model), ("many-leaf", resnet_like)):
             shapes = model(2**log2)
             size = sum(s.size for s in jax.tree.leaves(shapes))
-            seconds: dict[str, list[float]] = {n: [] for n in contenders}
+            names = [n for n in contenders if n != BEFORE or log2 <= args.all_at_once_up_to]
+            seconds: dict[str, list[float]] = {n: [] for n in names}
             for _ in range(args.rounds):
-                for name in contenders:
+                for name in names:
                     seconds[name].append(time_steps(contenders[name](), shapes, args.steps))
             median = {n: float(np.median(t)) for n, t in seconds.items()}
             row = {
@@ -132,13 +144,20 @@ def main() -> None:
                 "M_params_per_s": {n: size / t / 1e6 for n, t in median.items()},
                 "learned_over_adam": median["learned"] / median["adam"],
             }
+            if BEFORE in median:
+                row["speedup_over_all_at_once"] = median[BEFORE] / median["learned"]
             rows.append(row)
             print(
                 f"{model_name:9s} 2^{log2} ({size} params, {row['leaves']} leaves): "
                 + ", ".join(
                     f"{n} {1000 * t:.2f} ms ({size / t / 1e6:.2f} M/s)" for n, t in median.items()
                 )
-                + f"; learned/adam {row['learned_over_adam']:.1f}x",
+                + f"; learned/adam {row['learned_over_adam']:.1f}x"
+                + (
+                    f"; blocks vs all at once {row['speedup_over_all_at_once']:.2f}x"
+                    if BEFORE in median
+                    else ""
+                ),
                 flush=True,
             )
     memory = memory_table()

@@ -19,6 +19,7 @@ from paired_ratios import bootstrap_ratio_ci
 
 from l2lgd.config import config_from_dict
 from l2lgd.optimizers import learned_optimizer
+from l2lgd.optimizers.architecture import StateStorage
 from l2lgd.rollout import optimize_sampled_problems
 from l2lgd.seeds import TEST_STREAM, stream_key
 from l2lgd.sources import load_learned
@@ -45,7 +46,7 @@ def main() -> None:
     losses = {
         name: final_losses(
             task,
-            learned_optimizer(learned.weights, learned.config, dtype),
+            learned_optimizer(learned.weights, learned.config, StateStorage(dtype=dtype)),
             key,
             args.problems,
             config.eval.num_steps,

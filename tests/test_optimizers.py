@@ -9,7 +9,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from l2lgd.config import LSTMConfig, NTMConfig
+from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig
 from l2lgd.errors import ConfigError, L2LError
 from l2lgd.optimizers import (
     BASELINE_NAMES,
@@ -21,6 +21,7 @@ from l2lgd.optimizers import (
     lstm_update,
     parse_baseline_spec,
 )
+from l2lgd.optimizers.architecture import StateStorage
 from l2lgd.optimizers.lstm import ravel_by_rows
 from l2lgd.optimizers.preprocess import num_features, preprocess
 from l2lgd.rollout import vectorized
@@ -238,7 +239,7 @@ def test_bfloat16_state_halves_the_memory_and_follows_the_float32_trajectory():
     params = nested_params()
     exact, compact = (
         learned_optimizer(weights, CONFIG),
-        learned_optimizer(weights, CONFIG, jnp.bfloat16),
+        learned_optimizer(weights, CONFIG, StateStorage(dtype=jnp.bfloat16)),
     )
     exact_state, compact_state = exact.init(params), compact.init(params)
     assert {leaf.dtype for leaf in jax.tree.leaves(compact_state)} == {jnp.dtype(jnp.bfloat16)}
@@ -260,11 +261,45 @@ def test_bfloat16_state_halves_the_memory_and_follows_the_float32_trajectory():
     )
 
 
+@pytest.mark.parametrize("size", [5 * 64 + 17, 4 * 64])
+def test_blockwise_update_equals_the_all_at_once_update(size):
+    """Blocks of 64 coordinates, the last one padded or not; the padding never leaks."""
+    weights = random_weights(CONFIG)
+    params = {"w": jnp.zeros((size,))}
+    whole = learned_optimizer(weights, CONFIG)
+    blocked = learned_optimizer(weights, CONFIG, StateStorage(block=64))
+    whole_state, blocked_state = whole.init(params), blocked.init(params)
+    blocks = -(-size // 64)
+    assert {leaf.shape for leaf in jax.tree.leaves(blocked_state)} == {(blocks, 4, 64)}
+    for t in range(3):
+        grads = {"w": jnp.asarray(random_gradients(t, (size,)))}
+        expected, whole_state = jax.jit(whole.update)(grads, whole_state)
+        updates, blocked_state = jax.jit(blocked.update)(grads, blocked_state)
+        assert np.abs(expected["w"]).max() > 1e-3
+        assert_trees_allclose(updates, expected)
+    for got, want in zip(
+        jax.tree.leaves(blocked_state), jax.tree.leaves(whole_state.lstm_state), strict=True
+    ):
+        by_coordinate = np.asarray(got).transpose(1, 0, 2).reshape(4, blocks * 64)[:, :size]
+        np.testing.assert_allclose(by_coordinate, want, rtol=RTOL, atol=ATOL)
+
+
+def test_small_problems_and_global_averaging_cells_are_not_blocked():
+    storage = StateStorage(block=64)
+    weights = random_weights(CONFIG)
+    state = learned_optimizer(weights, CONFIG, storage).init({"w": jnp.zeros((127,))})
+    assert {leaf.shape for leaf in jax.tree.leaves(state)} == {(4, 127)}
+    gac = LSTMGACConfig(hidden_size=4, gac_cells=2)
+    gac_weights = init_learned_weights(jax.random.key(0), gac)
+    gac_state = learned_optimizer(gac_weights, gac, storage).init({"w": jnp.zeros((1000,))})
+    assert {leaf.shape for leaf in jax.tree.leaves(gac_state)} == {(gac.hidden_size, 1000)}
+
+
 def test_ntm_refuses_a_state_dtype():
     config = NTMConfig(kind="ntm_lbfgs")
     weights = init_learned_weights(jax.random.key(0), config)
     with pytest.raises(ConfigError, match="not for NTMs"):
-        learned_optimizer(weights, config, jnp.bfloat16)
+        learned_optimizer(weights, config, StateStorage(dtype=jnp.bfloat16))
 
 
 def test_learned_optimizer_composes_with_clipping():

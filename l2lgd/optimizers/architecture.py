@@ -6,12 +6,33 @@ of per-coordinate arrays (`CoordinatewiseState`), and functions that act on each
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+
+@dataclass(frozen=True)
+class StateStorage:
+    """How a learned optimizer keeps its per-coordinate state between steps (LSTM kinds; the
+    others need the defaults).
+
+    Attributes:
+      dtype: e.g. jnp.bfloat16, half the memory of float32; each step still computes in the
+        parameters' and weights' dtype. None: that dtype throughout.
+      block: without global averaging cells, a problem of at least two blocks of coordinates
+        keeps its state as (blocks, ..., block) and is updated one block at a time, so that a
+        block's temporaries stay in cache (scripts/optimizer_throughput.py). None: all at once.
+    """
+
+    dtype: Any = None
+    block: int | None = None
+
+
+DEFAULT_STORAGE = StateStorage()
 
 
 class LearnedArchitecture(Protocol):
@@ -25,10 +46,11 @@ class LearnedArchitecture(Protocol):
     def init_weights(self, key: jax.Array) -> Any:
         """Random initial weights (a pytree: meta-gradients flow into it)."""
 
-    def transformation(self, weights: Any, state_dtype: Any = None) -> optax.GradientTransformation:
-        """The optimizer with fixed `weights`; its updates are added to the parameters. Its
-        per-coordinate state is kept in `state_dtype` between steps where the kind supports it
-        (None: the parameters' dtype)."""
+    def transformation(
+        self, weights: Any, storage: StateStorage = DEFAULT_STORAGE
+    ) -> optax.GradientTransformation:
+        """The optimizer with fixed `weights`; its updates are added to the parameters, and its
+        state is kept as `storage` says."""
 
 
 class CoordinatewiseState(struct.PyTreeNode):

@@ -18,7 +18,12 @@ import jax
 import optax
 
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers.architecture import IndependentCoordinates, LearnedArchitecture
+from l2lgd.optimizers.architecture import (
+    DEFAULT_STORAGE,
+    IndependentCoordinates,
+    LearnedArchitecture,
+    StateStorage,
+)
 
 GroupRules = tuple[tuple[str, str], ...]
 """(group name, regex on the leaf's "/"-joined path) pairs; the first full match wins."""
@@ -150,7 +155,7 @@ class GroupedArchitecture:
         }
 
     def transformation(
-        self, weights: Mapping[str, Any], state_dtype: Any = None
+        self, weights: Mapping[str, Any], storage: StateStorage = DEFAULT_STORAGE
     ) -> optax.GradientTransformation:
         """The grouped optimizer with fixed weights; group g's state is
         `state.inner_states[g].inner_state`. (Newer optax names `multi_transform` `partition`
@@ -158,7 +163,7 @@ class GroupedArchitecture:
         has.)"""
         _check_groups({"weights": list(weights), "architectures": self.groups()})
         transforms = {
-            group: architecture.transformation(weights[group], state_dtype)
+            group: architecture.transformation(weights[group], storage)
             for group, architecture in self.members
         }
         grouped = optax.multi_transform(

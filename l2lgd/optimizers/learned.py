@@ -12,7 +12,7 @@ import jax
 import optax
 
 from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig, OptimizerConfig
-from l2lgd.optimizers.architecture import LearnedArchitecture
+from l2lgd.optimizers.architecture import DEFAULT_STORAGE, LearnedArchitecture, StateStorage
 from l2lgd.optimizers.groups import GROUP_RULES, GroupedArchitecture
 from l2lgd.optimizers.lstm import LSTMArchitecture
 from l2lgd.optimizers.ntm import NTMArchitecture
@@ -69,7 +69,7 @@ def learned_architecture(config: OptimizerConfig) -> LearnedArchitecture:
 
 
 def learned_optimizer(
-    weights: Any, config: OptimizerConfig, state_dtype: Any = None
+    weights: Any, config: OptimizerConfig, storage: StateStorage = DEFAULT_STORAGE
 ) -> optax.GradientTransformation:
     """The learned optimizer with fixed `weights` as an optax transformation, for one problem.
 
@@ -78,9 +78,9 @@ def learned_optimizer(
     otherwise they map each group to its network's params. The rollout vectorizes it over a
     batch of problems (`l2lgd.rollout.vectorized`).
 
-    `state_dtype` (e.g. `jnp.bfloat16`) keeps the LSTM kinds' per-coordinate state in that
-    dtype between steps, computing each step in float32: half the memory (scripts/
-    optimizer_throughput.py lists bytes per parameter); None keeps the parameters' dtype.
+    `storage` says how the per-coordinate state is kept between steps: its dtype (bfloat16
+    halves the memory; scripts/optimizer_throughput.py lists bytes per parameter) and whether
+    large problems are updated a cache-sized block of coordinates at a time.
 
     Warning:
       With global averaging cells or a memory (kinds lstm_gac, ntm_bfgs, ntm_lbfgs), its result
@@ -97,7 +97,7 @@ def learned_optimizer(
     References:
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
-    return learned_architecture(config).transformation(weights, state_dtype)
+    return learned_architecture(config).transformation(weights, storage)
 
 
 def init_learned_weights(key: jax.Array, config: OptimizerConfig) -> Any:

@@ -21,8 +21,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from l2lgd.optimizers.architecture import (
+    DEFAULT_STORAGE,
     CoordinatewiseState,
     IndependentCoordinates,
+    StateStorage,
     coordinatewise,
     join_problems,
     split_problems,
@@ -207,10 +209,10 @@ class LSTMArchitecture:
         return self.module().init(key, inputs, self.zero_state(1))["params"]
 
     def transformation(
-        self, weights: dict[str, Any], state_dtype: jnp.dtype | None = None
+        self, weights: dict[str, Any], storage: StateStorage = DEFAULT_STORAGE
     ) -> optax.GradientTransformation:
         """The optimizer with fixed `weights`, as an optax transformation (see `lstm_optimizer`)."""
-        return lstm_optimizer(weights, self, state_dtype)
+        return lstm_optimizer(weights, self, storage)
 
     def module(self) -> CoordinatewiseLSTM:
         """The flax module of this architecture."""
@@ -256,7 +258,7 @@ def independent_lstm(
 def lstm_optimizer(
     weights: dict[str, Any],
     architecture: LSTMArchitecture,
-    state_dtype: jnp.dtype | None = None,
+    storage: StateStorage = DEFAULT_STORAGE,
 ) -> optax.GradientTransformation:
     """One coordinatewise LSTM with fixed `weights`, for one problem, as an optax transformation.
 
@@ -271,9 +273,8 @@ def lstm_optimizer(
     Args:
       weights: the LSTM's flax params (from `LSTMArchitecture.init_weights` or a checkpoint).
       architecture: the architecture, preprocessing and output scale the weights were trained with.
-      state_dtype: the dtype the LSTM state is kept in between steps (e.g. jnp.bfloat16, half
-        the memory of float32); each step computes in the parameters' and weights' dtype.
-        None: that dtype throughout.
+      storage: the dtype the LSTM state is kept in between steps, and, without global
+        averaging cells, the block of coordinates updated at a time (`StateStorage`).
 
     Returns:
       An `optax.GradientTransformation` whose state is a `LearnedOptimizerState`.
@@ -288,19 +289,30 @@ def lstm_optimizer(
       Andrychowicz et al., 2016, "Learning to learn by gradient descent by gradient descent".
     """
 
+    block = None if architecture.gac_cells else storage.block  # GAC averages over all
+
     def initial_state(coordinates: int, dtype: jnp.dtype) -> LearnedOptimizerState:
-        return LearnedOptimizerState(architecture.zero_state(coordinates, state_dtype or dtype))
+        dtype = storage.dtype or dtype
+        blocks = block_count(coordinates, block)
+        if blocks is None:
+            return LearnedOptimizerState(architecture.zero_state(coordinates, dtype))
+        zeros = jnp.zeros((blocks, architecture.hidden_size, block), dtype)
+        return LearnedOptimizerState(tuple((zeros, zeros) for _ in range(architecture.num_layers)))
+
+    def update(grads: jax.Array, lstm_state: LSTMState) -> tuple[jax.Array, LSTMState]:
+        stored = jax.tree.leaves(lstm_state)[0].dtype
+        compute = jnp.result_type(grads.dtype, *jax.tree.leaves(weights))
+        lstm_state = jax.tree.map(lambda x: x.astype(compute), lstm_state)
+        updates, lstm_state = lstm_update(weights, architecture, grads, lstm_state)
+        return updates, jax.tree.map(lambda x: x.astype(stored), lstm_state)
 
     def step(
         grads: jax.Array, state: LearnedOptimizerState
     ) -> tuple[jax.Array, LearnedOptimizerState]:
-        lstm_state = state.lstm_state
-        if state_dtype is not None:
-            compute = jnp.result_type(grads.dtype, *jax.tree.leaves(weights))
-            lstm_state = jax.tree.map(lambda x: x.astype(compute), lstm_state)
-        updates, lstm_state = lstm_update(weights, architecture, grads, lstm_state)
-        if state_dtype is not None:
-            lstm_state = jax.tree.map(lambda x: x.astype(state_dtype), lstm_state)
+        if state.lstm_state[0][0].ndim == 2:
+            updates, lstm_state = update(grads, state.lstm_state)
+        else:
+            updates, lstm_state = by_blocks(update, grads, state.lstm_state)
         return updates, LearnedOptimizerState(lstm_state)
 
     if architecture.gac_cells:  # averages over the problem's coordinates
@@ -308,6 +320,27 @@ def lstm_optimizer(
     return IndependentCoordinates(
         *coordinatewise_transformation(weights, initial_state, step, ravel_by_rows)
     )
+
+
+def block_count(coordinates: int, block: int | None) -> int | None:
+    """How many blocks of `block` coordinates (the last one padded) hold `coordinates`; None
+    (all at once) without a block or for fewer than two blocks' worth."""
+    if block is None or coordinates < 2 * block:
+        return None
+    return -(-coordinates // block)
+
+
+def by_blocks(
+    update: Callable[[jax.Array, Any], tuple[jax.Array, Any]], grads: jax.Array, state: Any
+) -> tuple[jax.Array, Any]:
+    """`update(grads, state)` of independent coordinates, one block at a time: `state`'s leaves
+    are (blocks, ..., block); `grads` is padded with zeros to blocks x block, and the padding's
+    updates are dropped. Each block's temporaries stay in cache, where the whole vector's would
+    stream through memory."""
+    blocks, block = jax.tree.leaves(state)[0].shape[0], jax.tree.leaves(state)[0].shape[-1]
+    padded = jnp.pad(grads, (0, blocks * block - grads.shape[0])).reshape(blocks, block)
+    updates, state = jax.lax.map(lambda pair: update(*pair), (padded, state))
+    return updates.reshape(-1)[: grads.shape[0]], state
 
 
 def coordinatewise_transformation(

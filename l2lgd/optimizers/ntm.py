@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from l2lgd.errors import ConfigError
-from l2lgd.optimizers.architecture import CoordinatewiseState
+from l2lgd.optimizers.architecture import DEFAULT_STORAGE, CoordinatewiseState, StateStorage
 from l2lgd.optimizers.lstm import (
     ColumnDense,
     LSTMArchitecture,
@@ -136,12 +136,13 @@ class NTMArchitecture:
         return self.module().init(key, inputs, self.controller.zero_state(1))["params"]
 
     def transformation(
-        self, weights: dict[str, Any], state_dtype: Any = None
+        self, weights: dict[str, Any], storage: StateStorage = DEFAULT_STORAGE
     ) -> optax.GradientTransformation:
         """The optimizer with fixed `weights`, as an optax transformation (see `ntm_optimizer`);
-        its memory stays in the parameters' dtype (`state_dtype` must be None)."""
-        if state_dtype is not None:
-            raise ConfigError("a state_dtype is supported for the LSTM kinds, not for NTMs")
+        its memory stays in the parameters' dtype, all at once (`storage.dtype` must be None;
+        `storage.block` is ignored: the memory reads every coordinate)."""
+        if storage.dtype is not None:
+            raise ConfigError("a state dtype is supported for the LSTM kinds, not for NTMs")
         return ntm_optimizer(weights, self)
 
     def module(self) -> NTMController:
