@@ -59,7 +59,7 @@ def load_learned(spec: str | Path) -> LearnedOptimizer:
     return LearnedOptimizer(label, weights, config, provenance)
 
 
-COORDINATE_BLOCK = 2**13
+COORDINATE_BLOCK = 2**14
 """Coordinates per block of a user's large model (`load_optimizer`): the LSTM's per-block state
 and temporaries, about 1 kB per coordinate, then fit in a core's cache."""
 

@@ -27,7 +27,7 @@ import optax
 
 from l2lgd.config import LSTMConfig, LSTMGACConfig, NTMConfig
 from l2lgd.optimizers import init_learned_weights, learned_optimizer
-from l2lgd.sources import load_optimizer
+from l2lgd.sources import COORDINATE_BLOCK, load_optimizer
 
 BEFORE = "learned, all at once"
 
@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument(
+        "--block", type=int, default=COORDINATE_BLOCK, help="coordinates per block of the update"
+    )
+    parser.add_argument(
         "--all-at-once-up-to",
         type=int,
         default=22,
@@ -120,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     contenders = {
-        "learned": lambda: load_optimizer(args.optimizer),
+        "learned": lambda: load_optimizer(args.optimizer, block=args.block),
         BEFORE: lambda: load_optimizer(args.optimizer, block=None),
         "adam": lambda: optax.adam(1e-3),
     }
