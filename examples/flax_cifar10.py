@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import optax
 
 import l2lgd
 from l2lgd.data import ImageDataset, load_cifar10
+from l2lgd.user_loops import mean_or_inf, plot_loss_by_step_and_time, tune_on_growing_grid
 
 
 @dataclass(frozen=True)
@@ -107,23 +107,13 @@ def train(
 
 def tune_adam(config: ExampleConfig, dataset: ImageDataset) -> tuple[float, dict[float, float]]:
     """Adam's best rate by the mean final loss (last 20 minibatches) on the tuning seeds."""
-    grid: dict[float, float] = {}
 
-    def score(lr: float) -> None:
-        finals = [train(config, dataset, optax.adam(lr), s)["final"] for s in config.tuning_seeds]
-        grid[lr] = float(np.mean(finals)) if all(map(math.isfinite, finals)) else math.inf
+    def score(lr: float) -> float:
+        return mean_or_inf(
+            [train(config, dataset, optax.adam(lr), s)["final"] for s in config.tuning_seeds]
+        )
 
-    for lr in config.adam_learning_rates:
-        score(lr)
-    for _ in range(config.max_grid_growth):
-        rates, best = sorted(grid), min(grid, key=grid.get)
-        if best == rates[0]:
-            score(rates[0] / math.sqrt(10))
-        elif best == rates[-1]:
-            score(rates[-1] * math.sqrt(10))
-        else:
-            break
-    return min(grid, key=grid.get), dict(sorted(grid.items()))
+    return tune_on_growing_grid(score, config.adam_learning_rates, config.max_grid_growth)
 
 
 def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> dict:
@@ -156,11 +146,6 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
 
 def write_results(workdir: Path, summary: dict) -> None:
     """results.json, a Markdown table and the loss figure (against steps and wall time)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     config = summary["config"]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_text(json.dumps(summary, indent=1))
@@ -180,17 +165,7 @@ def write_results(workdir: Path, summary: dict) -> None:
         + ", ".join(f"{lr}: {loss:.4g}" for lr, loss in summary["adam_grid"].items())
         + f"; best rate interior: {summary['adam_best_is_interior']}\n"
     )
-    figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, r in summary["results"].items():
-        by_step.plot(r["mean_curve"], label=label)
-        by_time.plot(r["mean_times"], r["mean_curve"], label=label)
-    by_step.set(xlabel="step", ylabel="minibatch loss")
-    by_time.set(xlabel="wall time (s)", ylabel="minibatch loss")
-    by_step.legend()
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(workdir / "loss.png", dpi=120)
-    plt.close(figure)
+    plot_loss_by_step_and_time(summary["results"], title, workdir / "loss.png", log_loss=False)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from torch import nn
 
 from l2lgd.data import ImageDataset, load_mnist
 from l2lgd.torch import LearnedOptimizer
+from l2lgd.user_loops import mean_or_inf, plot_loss_by_step_and_time, tune_on_growing_grid
 
 
 @dataclass(frozen=True)
@@ -90,37 +90,20 @@ def train(
     return {"losses": np.asarray(losses), "times": np.asarray(times), "train_loss": final}
 
 
-def mean_final_loss(config, dataset, make_optimizer, seeds) -> float:
-    """Mean final training loss over `seeds`; inf if any run diverged."""
-    finals = [train(config, dataset, make_optimizer, seed)["train_loss"] for seed in seeds]
-    return float(np.mean(finals)) if all(map(math.isfinite, finals)) else math.inf
-
-
 def tune_adam(config: ExampleConfig, dataset: ImageDataset) -> tuple[float, dict[float, float]]:
-    """Adam's best learning rate on the tuning seeds; the grid grows by a factor of about 3
-    beyond an edge while the best rate sits on it (at most `max_grid_growth` times)."""
-    grid: dict[float, float] = {}
+    """Adam's best learning rate by the mean final training loss on the tuning seeds."""
 
-    def score(lr: float) -> None:
-        grid[lr] = mean_final_loss(
-            config,
-            dataset,
-            lambda model: torch.optim.Adam(model.parameters(), lr=lr),
-            config.tuning_seeds,
+    def score(lr: float) -> float:
+        return mean_or_inf(
+            [
+                train(config, dataset, lambda m: torch.optim.Adam(m.parameters(), lr=lr), s)[
+                    "train_loss"
+                ]
+                for s in config.tuning_seeds
+            ]
         )
 
-    for lr in config.adam_learning_rates:
-        score(lr)
-    for _ in range(config.max_grid_growth):
-        rates = sorted(grid)
-        best = min(grid, key=grid.get)
-        if best == rates[0]:
-            score(rates[0] / math.sqrt(10))
-        elif best == rates[-1]:
-            score(rates[-1] * math.sqrt(10))
-        else:
-            break
-    return min(grid, key=grid.get), dict(sorted(grid.items()))
+    return tune_on_growing_grid(score, config.adam_learning_rates, config.max_grid_growth)
 
 
 def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> dict:
@@ -157,11 +140,6 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
 
 def write_results(workdir: Path, summary: dict) -> None:
     """results.json, a Markdown table and the loss figure (against steps and wall time)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     config = summary["config"]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_text(json.dumps(summary, indent=1))
@@ -180,17 +158,7 @@ def write_results(workdir: Path, summary: dict) -> None:
         + ", ".join(f"{lr}: {loss:.4g}" for lr, loss in summary["adam_grid"].items())
         + f"; best rate interior: {summary['adam_best_is_interior']}\n"
     )
-    figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, r in summary["results"].items():
-        by_step.plot(r["mean_curve"], label=label)
-        by_time.plot(r["mean_times"], r["mean_curve"], label=label)
-    by_step.set(xlabel="step", ylabel="minibatch loss", yscale="log")
-    by_time.set(xlabel="wall time (s)", ylabel="minibatch loss", yscale="log")
-    by_step.legend()
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(workdir / "loss.png", dpi=120)
-    plt.close(figure)
+    plot_loss_by_step_and_time(summary["results"], title, workdir / "loss.png", log_loss=True)
 
 
 def main() -> None:
