@@ -1,6 +1,7 @@
 """How big each optimizer's steps are over a long run: a diagnosis of where a learned optimizer stalls.
 
-Runs each optimizer (a learned one by name, run folder or file; a baseline as NAME:LR) on the
+Runs each optimizer (a learned one by name, run folder or file; a baseline as NAME:LR; or a
+learned optimizer whose conv kernels a baseline steps instead, LEARNED+conv=NAME:LR) on the
 same held-out problems of a task for `--steps` steps and records, per step, the mean loss and the
 root-mean-square update of each parameter group (for the CNN: conv kernels, and the rest) with
 the RMS of those parameters, so that relative step sizes can be compared across optimizers.
@@ -31,11 +32,38 @@ from l2lgd.tasks import make_task, sample_batch
 
 
 def make_optimizer(spec: str) -> optax.GradientTransformation:
-    """A baseline "NAME:LR" or a learned optimizer."""
+    """A baseline "NAME:LR", a learned optimizer, or "LEARNED+conv=NAME:LR" (`conv_by_baseline`)."""
+    if "+conv=" in spec:
+        learned, conv = spec.split("+conv=")
+        return conv_by_baseline(make_optimizer(learned), make_optimizer(conv))
     if ":" in spec and not Path(spec).exists():
         name, learning_rate = parse_baseline_spec(spec)
         return baseline(name, learning_rate)
     return load_optimizer(spec, block=None)
+
+
+def conv_by_baseline(
+    learned: optax.GradientTransformation, conv: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """`learned`'s updates everywhere but on the conv kernels, where `conv`'s are taken: tells
+    whether a stall comes from the conv LSTM alone. Both run on every leaf; only the chosen
+    update of each leaf is applied."""
+
+    def init(params: Any) -> Any:
+        return learned.init(params), conv.init(params)
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        learned_updates, learned_state = learned.update(grads, state[0], params)
+        conv_updates, conv_state = conv.update(grads, state[1], params)
+        updates = jax.tree.map(
+            lambda label, a, b: b if label == "conv" else a,
+            group_labels(grads, CIFAR_GROUPS),
+            learned_updates,
+            conv_updates,
+        )
+        return updates, (learned_state, conv_state)
+
+    return optax.GradientTransformation(init, update)
 
 
 def group_rms(tree: Any, labels: Any, group: str) -> jax.Array:
