@@ -6,11 +6,18 @@ its 95% CI, and the ratio of its mean final loss to the reference's with a 95% b
 shared by the two cancels). A ratio CI that excludes 1 is a difference the test set resolves.
 
     python scripts/paired_ratios.py runs/variants-quadratic/curves.json --reference "LSTM (quadratic)"
+
+Several comparisons run on the same test problems (same task config, test seed, number of
+problems and steps) are read as one, so that an optimizer trained later is paired with baselines
+tuned in an earlier `l2l compare` (run the later one with `--baselines ""`):
+
+    python scripts/paired_ratios.py runs/compare-baselines runs/compare-new --reference nag
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +61,44 @@ def ratio_table(
     return "\n".join(lines)
 
 
+SAME_PROBLEMS = ("task", "test_seed", "num_problems", "num_steps")
+"""What two comparisons must share to have evaluated the same test problems (with the task's
+config, which defines the problem family)."""
+
+
+def merged(comparisons: list[Comparison]) -> Comparison:
+    """One comparison holding every optimizer of `comparisons`, which must have run on the same
+    test problems; an error names the first field that differs, or a label seen twice."""
+    first, labels = comparisons[0], []
+    for other in comparisons:
+        for field in SAME_PROBLEMS:
+            if getattr(other, field) != getattr(first, field):
+                raise SystemExit(
+                    f"not the same test problems: {field} {getattr(first, field)!r} against "
+                    f"{getattr(other, field)!r}"
+                )
+        if (other.config or {}).get("task") != (first.config or {}).get("task"):
+            raise SystemExit("not the same test problems: the task configs differ")
+        labels += other.labels
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise SystemExit(f"an optimizer in two comparisons: {', '.join(twice)}")
+    optimizers = tuple(result for other in comparisons for result in other.optimizers)
+    return dataclasses.replace(first, optimizers=optimizers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("curves", type=Path, help="a curves.json from l2l compare")
+    parser.add_argument(
+        "curves",
+        type=Path,
+        nargs="+",
+        help="curves.json files (or folders) of l2l compare runs on the same test problems",
+    )
     parser.add_argument("--reference", required=True, help="the optimizer label to divide by")
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
-    comparison = load_comparison(args.curves)
+    comparison = merged([load_comparison(path) for path in args.curves])
     print(f"{comparison.heading()}\n")
     print(ratio_table(comparison, args.reference, args.resamples))
 

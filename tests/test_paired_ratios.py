@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from l2lgd.results import comparison_from_document
 
@@ -52,3 +53,26 @@ def test_a_diverged_optimizer_gets_a_row_that_says_so():
     }
     table = paired_ratios.ratio_table(comparison_from_document(curves), "ref", resamples=50)
     assert "| bad | diverged on 1 of 4 | | | |" in table
+
+
+def _comparison(labels: list[str], test_seed: int = 5):
+    entry = {"learning_rate": None, "final_ci95": 0.1, "final_mean": 1.5}
+    return comparison_from_document(
+        {
+            "task": "cifar10",
+            "test_seed": test_seed,
+            "num_problems": 2,
+            "num_steps": 10,
+            "config": {"task": {"name": "cifar10"}},
+            "optimizers": {label: {**entry, "final_losses": [1.0, 2.0]} for label in labels},
+        }
+    )
+
+
+def test_comparisons_on_the_same_problems_merge_and_others_are_refused():
+    both = paired_ratios.merged([_comparison(["nag", "adam"]), _comparison(["LSTM (new)"])])
+    assert both.labels == ["nag", "adam", "LSTM (new)"]
+    with pytest.raises(SystemExit, match="test_seed 5 against 6"):
+        paired_ratios.merged([_comparison(["nag"]), _comparison(["LSTM"], test_seed=6)])
+    with pytest.raises(SystemExit, match="in two comparisons: nag"):
+        paired_ratios.merged([_comparison(["nag"]), _comparison(["nag"])])
