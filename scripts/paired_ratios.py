@@ -11,7 +11,8 @@ Several comparisons run on the same test problems (same task config, test seed, 
 problems and steps) are read as one, so that an optimizer trained later is paired with baselines
 tuned in an earlier `l2l compare` (run the later one with `--baselines ""`):
 
-    python scripts/paired_ratios.py runs/compare-baselines runs/compare-new --reference nag
+    python scripts/paired_ratios.py runs/compare-baselines runs/compare-new --reference nag \
+        --save runs/compare-both   # one l2l compare folder: curves.json, tuning.json, summary.md
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from l2lgd.results import Comparison, load_comparison
+from l2lgd.results import Comparison, load_comparison, save_comparison
 
 
 def bootstrap_ratio_ci(
@@ -97,8 +98,11 @@ def main() -> None:
     )
     parser.add_argument("--reference", required=True, help="the optimizer label to divide by")
     parser.add_argument("--resamples", type=int, default=10_000)
+    parser.add_argument("--save", type=Path, help="write the merged comparison to this folder")
     args = parser.parse_args()
     comparison = merged([load_comparison(path) for path in args.curves])
+    if args.save:
+        save_comparison(args.save, comparison)
     print(f"{comparison.heading()}\n")
     print(ratio_table(comparison, args.reference, args.resamples))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2lgd.results import comparison_from_document
+from l2lgd.results import comparison_from_document, load_comparison, save_comparison
 
 SPEC = importlib.util.spec_from_file_location(
     "paired_ratios", Path(__file__).parents[1] / "scripts" / "paired_ratios.py"
@@ -69,9 +69,11 @@ def _comparison(labels: list[str], test_seed: int = 5):
     )
 
 
-def test_comparisons_on_the_same_problems_merge_and_others_are_refused():
+def test_comparisons_on_the_same_problems_merge_and_others_are_refused(tmp_path):
     both = paired_ratios.merged([_comparison(["nag", "adam"]), _comparison(["LSTM (new)"])])
     assert both.labels == ["nag", "adam", "LSTM (new)"]
+    save_comparison(tmp_path, both)  # what --save writes loads back as the merged comparison
+    assert load_comparison(tmp_path).labels == both.labels
     with pytest.raises(SystemExit, match="test_seed 5 against 6"):
         paired_ratios.merged([_comparison(["nag"]), _comparison(["LSTM"], test_seed=6)])
     with pytest.raises(SystemExit, match="in two comparisons: nag"):
