@@ -14,9 +14,8 @@ update costs more than Adam's.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,13 @@ import optax
 
 import l2lgd
 from l2lgd.data import ImageDataset, load_cifar10
-from l2lgd.user_loops import mean_or_inf, plot_loss_by_step_and_time, tune_on_growing_grid
+from l2lgd.user_loops import (
+    example_summary,
+    mean_or_inf,
+    summarize_seeds,
+    tune_on_growing_grid,
+    write_example_results,
+)
 
 
 @dataclass(frozen=True)
@@ -123,49 +128,22 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
         f"learned ({config.learned})": l2lgd.load_optimizer(config.learned),
         f"Adam (lr {best_lr:.3g})": optax.adam(best_lr),
     }
-    results = {}
-    for label, optimizer in optimizers.items():
-        runs = [train(config, dataset, optimizer, seed) for seed in config.seeds]
-        results[label] = {
-            "mean_curve": np.mean([r["losses"] for r in runs], axis=0).tolist(),
-            "mean_times": np.mean([r["times"] for r in runs], axis=0).tolist(),
-            "finals": [r["final"] for r in runs],
-            "final": float(np.mean([r["final"] for r in runs])),
-            "ms_per_step": 1000
-            * float(np.median([r["times"][-1] / (config.num_steps - 1) for r in runs])),
-        }
-    summary = {
-        "config": asdict(config),
-        "adam_grid": {str(lr): loss for lr, loss in grid.items()},
-        "adam_best_is_interior": min(grid) < best_lr < max(grid),
-        "results": results,
+    results = {
+        label: summarize_seeds(
+            [train(config, dataset, optimizer, seed) for seed in config.seeds],
+            "final",
+            config.num_steps - 1,
+        )
+        for label, optimizer in optimizers.items()
     }
-    write_results(workdir, summary)
-    return summary
-
-
-def write_results(workdir: Path, summary: dict) -> None:
-    """results.json, a Markdown table and the loss figure (against steps and wall time)."""
-    config = summary["config"]
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "results.json").write_text(json.dumps(summary, indent=1))
+    summary = example_summary(config, grid, best_lr, results)
     title = (
-        f"flax CNN (2 conv x {config['channels']}, dense {config['hidden']}) on CIFAR-10, "
-        f"{config['num_steps']} steps of {config['batch_size']}, mean of {len(config['seeds'])} seeds"
+        f"flax CNN (2 conv x {config.channels}, dense {config.hidden}) on CIFAR-10, "
+        f"{config.num_steps} steps of {config.batch_size}, mean of {len(config.seeds)} seeds"
     )
-    rows = [
-        f"| {label} | {r['final']:.4g} | {r['ms_per_step']:.1f} |"
-        for label, r in summary["results"].items()
-    ]
-    (workdir / "RESULTS.md").write_text(
-        f"# {title}\n\n| optimizer | final loss (mean of last 20 minibatches) | ms per step |\n"
-        "|---|---|---|\n"
-        + "\n".join(rows)
-        + f"\n\nAdam's grid (tuning seeds {config['tuning_seeds']}): "
-        + ", ".join(f"{lr}: {loss:.4g}" for lr, loss in summary["adam_grid"].items())
-        + f"; best rate interior: {summary['adam_best_is_interior']}\n"
-    )
-    plot_loss_by_step_and_time(summary["results"], title, workdir / "loss.png", log_loss=False)
+    loss_header = "final loss (mean of last 20 minibatches)"
+    write_example_results(workdir, summary, title, loss_header, log_loss=False)
+    return summary
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ loss.png (mean minibatch loss per step, and against wall-clock time).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,13 @@ from torch import nn
 
 from l2lgd.data import ImageDataset, load_mnist
 from l2lgd.torch import LearnedOptimizer
-from l2lgd.user_loops import mean_or_inf, plot_loss_by_step_and_time, tune_on_growing_grid
+from l2lgd.user_loops import (
+    example_summary,
+    mean_or_inf,
+    summarize_seeds,
+    tune_on_growing_grid,
+    write_example_results,
+)
 
 
 @dataclass(frozen=True)
@@ -115,50 +120,21 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
         ),
         f"Adam (lr {best_lr:.3g})": lambda model: torch.optim.Adam(model.parameters(), lr=best_lr),
     }
-    results = {}
-    for label, make_optimizer in optimizers.items():
-        runs = [train(config, dataset, make_optimizer, seed) for seed in config.seeds]
-        finals = [r["train_loss"] for r in runs]
-        results[label] = {
-            "mean_curve": np.mean([r["losses"] for r in runs], axis=0).tolist(),
-            "mean_times": np.mean([r["times"] for r in runs], axis=0).tolist(),
-            "final_train_losses": finals,
-            "train_loss": float(np.mean(finals)),
-            "ms_per_step": 1000
-            * float(np.median([r["times"][-1] for r in runs]))
-            / config.num_steps,
-        }
-    summary = {
-        "config": asdict(config),
-        "adam_grid": {str(lr): loss for lr, loss in grid.items()},
-        "adam_best_is_interior": min(grid) < best_lr < max(grid),
-        "results": results,
+    results = {
+        label: summarize_seeds(
+            [train(config, dataset, make_optimizer, seed) for seed in config.seeds],
+            "train_loss",
+            config.num_steps,
+        )
+        for label, make_optimizer in optimizers.items()
     }
-    write_results(workdir, summary)
-    return summary
-
-
-def write_results(workdir: Path, summary: dict) -> None:
-    """results.json, a Markdown table and the loss figure (against steps and wall time)."""
-    config = summary["config"]
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "results.json").write_text(json.dumps(summary, indent=1))
-    rows = [
-        f"| {label} | {r['train_loss']:.4g} | {r['ms_per_step']:.2f} |"
-        for label, r in summary["results"].items()
-    ]
+    summary = example_summary(config, grid, best_lr, results)
     title = (
-        f"torch MLP (784-{config['hidden_size']}-10, sigmoid, {config['init']} init) on MNIST, "
-        f"{config['num_steps']} steps, mean of {len(config['seeds'])} seeds"
+        f"torch MLP (784-{config.hidden_size}-10, sigmoid, {config.init} init) on MNIST, "
+        f"{config.num_steps} steps, mean of {len(config.seeds)} seeds"
     )
-    (workdir / "RESULTS.md").write_text(
-        f"# {title}\n\n| optimizer | final train loss | ms per step |\n|---|---|---|\n"
-        + "\n".join(rows)
-        + f"\n\nAdam's grid (mean final train loss on tuning seeds {config['tuning_seeds']}): "
-        + ", ".join(f"{lr}: {loss:.4g}" for lr, loss in summary["adam_grid"].items())
-        + f"; best rate interior: {summary['adam_best_is_interior']}\n"
-    )
-    plot_loss_by_step_and_time(summary["results"], title, workdir / "loss.png", log_loss=True)
+    write_example_results(workdir, summary, title, "final train loss", log_loss=True)
+    return summary
 
 
 def main() -> None:
