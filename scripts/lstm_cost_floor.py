@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_conv import median_seconds  # noqa: E402
 from optimizer_throughput import flat_model, time_steps  # noqa: E402
 
 from l2lgd.sources import COORDINATE_BLOCK, load_optimizer  # noqa: E402
@@ -53,17 +53,6 @@ def nonlinearities(gates: jax.Array) -> jax.Array:
     return sigmoids.sum(0) + tanhs.sum(0)
 
 
-def time_part(fn: Callable[..., jax.Array], args: tuple[jax.Array, ...], repeats: int) -> float:
-    """Median seconds of `fn(*args)`, after a compiling call."""
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", default="mnist")
@@ -88,7 +77,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in [*parts, "whole update"]}
     for _ in range(args.rounds):
         for name, (fn, part_args) in parts.items():
-            seconds[name].append(time_part(fn, part_args, args.repeats))
+            seconds[name].append(median_seconds(fn, part_args, args.repeats))
         seconds["whole update"].append(
             time_steps(load_optimizer(args.optimizer), flat_model(size), args.repeats)
         )
