@@ -131,7 +131,6 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
     results = {
         label: summarize_seeds(
             [train(config, dataset, optimizer, seed) for seed in config.seeds],
-            "final",
             config.num_steps - 1,
         )
         for label, optimizer in optimizers.items()

@@ -92,7 +92,7 @@ def train(
         times.append(time.perf_counter() - start)
     with torch.no_grad():
         final = nn.functional.cross_entropy(model(images), labels).item()
-    return {"losses": np.asarray(losses), "times": np.asarray(times), "train_loss": final}
+    return {"losses": np.asarray(losses), "times": np.asarray(times), "final": final}
 
 
 def tune_adam(config: ExampleConfig, dataset: ImageDataset) -> tuple[float, dict[float, float]]:
@@ -102,7 +102,7 @@ def tune_adam(config: ExampleConfig, dataset: ImageDataset) -> tuple[float, dict
         return mean_or_inf(
             [
                 train(config, dataset, lambda m: torch.optim.Adam(m.parameters(), lr=lr), s)[
-                    "train_loss"
+                    "final"
                 ]
                 for s in config.tuning_seeds
             ]
@@ -123,7 +123,6 @@ def run_example(config: ExampleConfig, dataset: ImageDataset, workdir: Path) -> 
     results = {
         label: summarize_seeds(
             [train(config, dataset, make_optimizer, seed) for seed in config.seeds],
-            "train_loss",
             config.num_steps,
         )
         for label, make_optimizer in optimizers.items()

@@ -66,11 +66,11 @@ def mean_or_inf(values: list[float]) -> float:
     return float(np.mean(values)) if all(map(math.isfinite, values)) else math.inf
 
 
-def summarize_seeds(runs: list[Mapping], final_key: str, steps_timed: int) -> dict:
-    """One optimizer's runs over seeds as the examples report them: the mean loss and elapsed-time
-    curves, each run's final loss and their mean, and the median milliseconds per step over the
-    `steps_timed` steps that `times[-1]` covers."""
-    finals = [float(run[final_key]) for run in runs]
+def summarize_seeds(runs: list[Mapping], steps_timed: int) -> dict:
+    """One optimizer's runs over seeds (each with "losses", "times" and "final") as the examples
+    report them: the mean loss and elapsed-time curves, each run's final loss and their mean, and
+    the median milliseconds per step over the `steps_timed` steps that `times[-1]` covers."""
+    finals = [float(run["final"]) for run in runs]
     return {
         "mean_curve": np.mean([run["losses"] for run in runs], axis=0).tolist(),
         "mean_times": np.mean([run["times"] for run in runs], axis=0).tolist(),

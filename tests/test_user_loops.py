@@ -39,7 +39,7 @@ def test_summarize_seeds_averages_curves_and_times_each_step():
         {"losses": [2.0, 1.0], "times": [0.0, 0.4], "final": 1.0},
         {"losses": [4.0, 3.0], "times": [0.0, 0.2], "final": 3.0},
     ]
-    summary = summarize_seeds(runs, "final", steps_timed=1)
+    summary = summarize_seeds(runs, steps_timed=1)
     assert summary["mean_curve"] == [3.0, 2.0] and summary["finals"] == [1.0, 3.0]
     assert summary["final"] == 2.0 and summary["mean_times"] == pytest.approx([0.0, 0.3])
     assert summary["ms_per_step"] == pytest.approx(300.0)  # median of 400 and 200 ms
