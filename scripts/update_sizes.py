@@ -27,7 +27,7 @@ from l2lgd.config import load_config
 from l2lgd.optimizers import baseline, parse_baseline_spec
 from l2lgd.optimizers.groups import CIFAR_GROUPS, group_labels
 from l2lgd.seeds import TEST_STREAM, stream_key
-from l2lgd.sources import load_optimizer
+from l2lgd.sources import load_learned, load_optimizer
 from l2lgd.tasks import make_task, sample_batch
 
 
@@ -40,6 +40,20 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
         name, learning_rate = parse_baseline_spec(spec)
         return baseline(name, learning_rate)
     return load_optimizer(spec, block=None)
+
+
+def largest_output_weights(spec: str) -> dict[str, float]:
+    """Per LSTM of a learned `spec` (its part before "+conv="), the largest |weight| of its output
+    layer: how far that LSTM left its zero-initialized output. Empty for a baseline."""
+    learned = spec.split("+conv=")[0]
+    if ":" in learned and not Path(learned).exists():
+        return {}
+    weights = load_learned(learned).weights
+    per_lstm = weights if "output" not in weights else {"all": weights}
+    return {
+        name: float(np.abs(np.asarray(lstm["output"]["kernel"])).max())
+        for name, lstm in per_lstm.items()
+    }
 
 
 def conv_by_baseline(
@@ -126,6 +140,7 @@ def main() -> None:
             **{f"update_rms_{g}": sizes[:, :, i].mean(0).tolist() for i, g in enumerate(groups)},
             **{f"param_rms_{g}": norms[:, :, i].mean(0).tolist() for i, g in enumerate(groups)},
         }
+        results[spec]["largest_output_weight"] = largest_output_weights(spec)
         marks = [s for s in (0, 99, 199, 499, args.steps - 1) if s < args.steps]
         print(
             f"{spec}: "
@@ -134,7 +149,8 @@ def main() -> None:
                 f"{sizes[:, s, 0].mean() / norms[:, s, 0].mean():.2e}, fc update/param "
                 f"{sizes[:, s, 1].mean() / norms[:, s, 1].mean():.2e}"
                 for s in marks
-            ),
+            )
+            + f"; largest |output weight| per LSTM: {results[spec]['largest_output_weight']}",
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import optax
+import pytest
 
 SPEC = importlib.util.spec_from_file_location(
     "update_sizes", Path(__file__).parents[1] / "scripts" / "update_sizes.py"
@@ -31,3 +32,22 @@ def test_conv_by_baseline_takes_the_baselines_updates_on_conv_kernels_only():
     assert jnp.allclose(updates["conv_0"]["kernel"], -0.1 * 1.9 * 2.0)
     assert jnp.allclose(updates["conv_0"]["bias"], -3.0)
     assert jnp.allclose(updates["dense"]["kernel"], -5.0)
+
+
+def test_largest_output_weights_reads_each_lstms_output_layer(tmp_path):
+    import jax
+
+    from l2lgd.checkpoint import save_weights
+    from l2lgd.config import LSTMConfig
+    from l2lgd.optimizers.learned import init_learned_weights
+
+    config = LSTMConfig(groups="conv_fc")
+    weights = init_learned_weights(jax.random.key(0), config)
+    weights["conv"]["output"]["kernel"] = weights["conv"]["output"]["kernel"].at[3, 0].set(-0.02)
+    weights["fc"]["output"]["kernel"] = weights["fc"]["output"]["kernel"].at[7, 0].set(0.5)
+    path = tmp_path / "hybrid.msgpack"
+    save_weights(path, weights, config, {})
+
+    largest = update_sizes.largest_output_weights(f"{path}+conv=nag:0.01")
+    assert largest == pytest.approx({"conv": 0.02, "fc": 0.5})
+    assert update_sizes.largest_output_weights("nag:0.01") == {}
