@@ -31,7 +31,7 @@ import yaml
 
 from l2lgd.errors import ConfigError
 
-QUADRATIC_VARIANTS = ("paper", "deepmind")
+QUADRATIC_VARIANTS = ("paper", "deepmind", "conditioned")
 ACTIVATIONS = ("sigmoid", "relu")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
@@ -67,19 +67,29 @@ CONFIG_SUFFIX = ".yaml"
 
 @dataclass(frozen=True)
 class QuadraticTaskConfig:
-    """Random quadratics f(theta) = ||W theta - y||^2 of `dim` dimensions (`l2lgd.tasks.quadratic`):
-    `variant` "paper" or "deepmind" (how W and y are drawn); initial theta ~ N(0, init_std^2)."""
+    """Random quadratics f(theta) = loss_scale ||W theta - y||^2 of `dim` dimensions
+    (`l2lgd.tasks.quadratic`): `variant` "paper", "deepmind" or "conditioned" (how W and y are
+    drawn; "conditioned" gives the Hessian `condition_number`); initial theta ~ N(0, init_std^2)."""
 
     name: str = "quadratic"
     variant: str = "paper"
     dim: int = 10
     init_std: float = 0.01
+    condition_number: float = 1.0
+    loss_scale: float = 1.0
 
     def validate(self) -> None:
         _check_family("task.name", self.name, "quadratic")
         _check_choice("task.variant", self.variant, QUADRATIC_VARIANTS)
         _check_range("task.dim", self.dim, low=1)
         _check_range("task.init_std", self.init_std, low=0.0)
+        _check_range("task.condition_number", self.condition_number, low=1.0)
+        _check_range("task.loss_scale", self.loss_scale, low=0.0, strict=True)
+        if self.condition_number != 1.0 and self.variant != "conditioned":
+            raise ConfigError(
+                "task.condition_number applies to task.variant 'conditioned' only, "
+                f"got variant {self.variant!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,46 @@ def test_make_task_rejects_unknown_name():
     config = dataclasses.replace(QuadraticTaskConfig(), name="imagenet")  # bypasses validate()
     with pytest.raises(ConfigError, match="imagenet"):
         make_task(config)
+
+
+@pytest.mark.parametrize("condition_number", [1.0, 100.0, 1e4])
+def test_conditioned_quadratics_have_the_hessian_condition_number_asked_for(condition_number):
+    task = QuadraticTask(variant="conditioned", dim=8, condition_number=condition_number)
+    _, problems = jit_sample_batch(task, jax.random.key(5), 3)
+    for W in np.asarray(problems.W, np.float64):
+        hessian_eigenvalues = np.linalg.eigvalsh(2.0 * W.T @ W)
+        np.testing.assert_allclose(hessian_eigenvalues.max(), 2.0, rtol=1e-4)
+        np.testing.assert_allclose(
+            hessian_eigenvalues.max() / hessian_eigenvalues.min(), condition_number, rtol=1e-3
+        )
+    # random rotations: the problems differ, and W is not diagonal
+    assert not np.allclose(problems.W[0], problems.W[1])
+    assert np.abs(np.asarray(problems.W[0]) - np.diag(np.diag(problems.W[0]))).max() > 0.1
+
+
+def test_loss_scale_multiplies_the_loss_and_its_gradient():
+    task, params, W, y = _many_problems("paper")
+    scaled = dataclasses.replace(task, loss_scale=1e-3)
+    problem, theta, key = QuadraticProblem(W[0], y[0]), params[0], jax.random.key(0)
+    loss, grad = jax.value_and_grad(scaled.loss)(theta, problem, key)
+    np.testing.assert_allclose(loss, 1e-3 * numpy_loss(W[0], y[0], theta), rtol=1e-5)
+    np.testing.assert_allclose(grad, 1e-3 * numpy_grad(W[0], y[0], theta), rtol=1e-4, atol=1e-9)
+
+
+def test_make_task_passes_conditioning_and_scale_through():
+    config = QuadraticTaskConfig(variant="conditioned", condition_number=50.0, loss_scale=0.1)
+    task = make_task(config)
+    assert (task.variant, task.condition_number, task.loss_scale) == ("conditioned", 50.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"variant": "conditioned", "condition_number": 0.5}, "condition_number"),
+        ({"variant": "paper", "condition_number": 10.0}, "'conditioned' only"),
+        ({"loss_scale": 0.0}, "loss_scale"),
+    ],
+)
+def test_quadratic_config_rejects_bad_conditioning_or_scale(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        QuadraticTaskConfig(**fields).validate()

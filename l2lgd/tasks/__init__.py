@@ -54,7 +54,13 @@ def make_task(config: TaskConfig) -> Task:
 def _host_task(config: TaskConfig) -> Task:
     """The task family a config names, its arrays still on the host."""
     if config.name == "quadratic":
-        return QuadraticTask(variant=config.variant, dim=config.dim, init_std=config.init_std)
+        return QuadraticTask(
+            variant=config.variant,
+            dim=config.dim,
+            init_std=config.init_std,
+            condition_number=config.condition_number,
+            loss_scale=config.loss_scale,
+        )
     if config.name == "mnist":
         return MLPTask(
             load_dataset(config.name, *_data_location(config), config.classes),

@@ -1,9 +1,13 @@
 """Random quadratics f(theta) = sum((W theta - y)^2), the paper's first experiment (section 3.1).
 
-Two variants:
+Three variants:
   * "paper": W (d x d) and y (d) i.i.d. standard Gaussian, as the paper describes;
-  * "deepmind": W, y ~ U[0, 1), as the original DeepMind code samples them.
-In both, theta0 ~ N(0, init_std^2) (the original code uses init_std = 0.01).
+  * "deepmind": W, y ~ U[0, 1), as the original DeepMind code samples them;
+  * "conditioned" (beyond the paper): W = Q1 diag(s) Q2^T with random rotations Q1, Q2 and
+    singular values s log-spaced from 1 down to 1/sqrt(condition_number), so the Hessian 2 W^T W
+    has exactly that condition number; y standard Gaussian. It probes ill-conditioning.
+In all, theta0 ~ N(0, init_std^2) (the original code uses init_std = 0.01). `loss_scale`
+multiplies the loss, and so every gradient: a probe of an optimizer's dependence on gradient scale.
 """
 
 from __future__ import annotations
@@ -29,11 +33,18 @@ class QuadraticTask:
     variant: str = struct.field(pytree_node=False, default="paper")
     dim: int = struct.field(pytree_node=False, default=10)
     init_std: float = struct.field(pytree_node=False, default=0.01)
+    condition_number: float = struct.field(pytree_node=False, default=1.0)
+    loss_scale: float = struct.field(pytree_node=False, default=1.0)
 
     def sample_problem(self, key: jax.Array) -> QuadraticProblem:
         """Draws W and y for one problem."""
         key_w, key_y = jax.random.split(key)
         shape_w, shape_y = (self.dim, self.dim), (self.dim,)
+        if self.variant == "conditioned":
+            return QuadraticProblem(
+                conditioned_matrix(key_w, self.dim, self.condition_number),
+                jax.random.normal(key_y, shape_y),
+            )
         if self.variant == "paper":
             return QuadraticProblem(
                 jax.random.normal(key_w, shape_w), jax.random.normal(key_y, shape_y)
@@ -48,7 +59,25 @@ class QuadraticTask:
         return self.init_std * jax.random.normal(key, (self.dim,))
 
     def loss(self, params: jax.Array, problem: QuadraticProblem, key: jax.Array) -> jax.Array:
-        """f(theta) = sum((W theta - y)^2); `key` (minibatch sampling elsewhere) is unused here."""
+        """f(theta) = loss_scale * sum((W theta - y)^2); `key` (minibatch sampling elsewhere) is
+        unused here."""
         del key
         residual = problem.W @ params - problem.y
-        return jnp.sum(residual**2)
+        return self.loss_scale * jnp.sum(residual**2)
+
+
+def conditioned_matrix(key: jax.Array, dim: int, condition_number: float) -> jax.Array:
+    """A random dim x dim matrix W whose W^T W has condition number `condition_number`: random
+    rotations around singular values log-spaced from 1 to 1/sqrt(condition_number)."""
+    key_left, key_right = jax.random.split(key)
+    left = random_rotation(key_left, dim)
+    right = random_rotation(key_right, dim)
+    singular_values = jnp.logspace(0.0, -0.5 * jnp.log10(condition_number), dim)
+    return (left * singular_values) @ right.T
+
+
+def random_rotation(key: jax.Array, dim: int) -> jax.Array:
+    """A Haar-distributed orthogonal matrix: the Q of a Gaussian matrix's QR, signs fixed by R's
+    diagonal so that the distribution is uniform."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
+    return q * jnp.sign(jnp.diag(r))
