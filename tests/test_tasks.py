@@ -175,3 +175,12 @@ def test_make_task_passes_conditioning_and_scale_through():
 def test_quadratic_config_rejects_bad_conditioning_or_scale(fields, message):
     with pytest.raises(ConfigError, match=message):
         QuadraticTaskConfig(**fields).validate()
+
+
+def test_random_rotations_are_orthogonal_and_differ():
+    from l2lgd.tasks.quadratic import random_rotation
+
+    rotations = jax.vmap(random_rotation, (0, None))(jax.random.split(jax.random.key(3), 4), 12)
+    for q in np.asarray(rotations, np.float64):
+        np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-5)
+    assert not np.allclose(rotations[0], rotations[1])

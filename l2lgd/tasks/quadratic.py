@@ -77,7 +77,17 @@ def conditioned_matrix(key: jax.Array, dim: int, condition_number: float) -> jax
 
 
 def random_rotation(key: jax.Array, dim: int) -> jax.Array:
-    """A Haar-distributed orthogonal matrix: the Q of a Gaussian matrix's QR, signs fixed by R's
-    diagonal so that the distribution is uniform."""
-    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
-    return q * jnp.sign(jnp.diag(r))
+    """A Haar-distributed orthogonal matrix: a Gaussian matrix's columns orthonormalized in turn
+    (Gram-Schmidt, each projection done twice for float32 accuracy), which is the Q of its QR
+    with a positive diagonal in R. Plain matmuls: `jnp.linalg.qr`'s LAPACK call, batched over
+    many problems in a loop, hung the CLI now and then on CPU."""
+    gaussian = jax.random.normal(key, (dim, dim))
+    earlier = jnp.arange(dim)
+
+    def orthonormalize(column: int, q: jax.Array) -> jax.Array:
+        vector = gaussian[:, column]
+        for _ in range(2):
+            vector = vector - q @ jnp.where(earlier < column, q.T @ vector, 0.0)
+        return q.at[:, column].set(vector / jnp.linalg.norm(vector))
+
+    return jax.lax.fori_loop(0, dim, orthonormalize, jnp.zeros((dim, dim)))
