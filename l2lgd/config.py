@@ -32,7 +32,8 @@ import yaml
 from l2lgd.errors import ConfigError
 
 QUADRATIC_VARIANTS = ("paper", "deepmind", "conditioned")
-ACTIVATIONS = ("sigmoid", "relu")
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+MLP_INITS = ("normal", "flax")
 DATA_SOURCES = ("files", "tfds")
 PREPROCESSINGS = ("none", "log_sign")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
@@ -130,11 +131,13 @@ class ClassifierTaskConfig(DataLocationConfig):
 
 @dataclass(frozen=True)
 class MNISTTaskConfig(ClassifierTaskConfig):
-    """An MLP on MNIST (`l2lgd.tasks.mlp`): `hidden_sizes` units per hidden layer, `activation`."""
+    """An MLP on MNIST (`l2lgd.tasks.mlp`): `hidden_sizes` units per hidden layer, `activation`;
+    `init` "normal" (N(0, init_std^2), the original code's) or "flax" (flax's Dense defaults)."""
 
     name: str = "mnist"
     hidden_sizes: tuple[int, ...] = (20,)
     activation: str = "sigmoid"
+    init: str = "normal"
 
     def validate(self) -> None:
         _check_family("task.name", self.name, "mnist")
@@ -142,6 +145,7 @@ class MNISTTaskConfig(ClassifierTaskConfig):
         for size in self.hidden_sizes:
             _check_range("task.hidden_sizes[]", size, low=1)
         _check_choice("task.activation", self.activation, ACTIVATIONS)
+        _check_choice("task.init", self.init, MLP_INITS)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def test_the_task_name_and_optimizer_kind_choose_the_typed_section():
     # A section holds its family's fields only, and so does what is saved of it.
     assert set(config_to_dict(load_config("mnist"))["task"]) == {
         "name", "data_source", "data_dir", "download", "init_std", "batch_size", "classes",
-        "hidden_sizes", "activation",
+        "hidden_sizes", "activation", "init",
     }  # fmt: skip
     assert "gac_cells" not in config_to_dict(Config())["optimizer"]
 

@@ -82,6 +82,8 @@ def dense_layers(params) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def np_activation(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(z)
     return 1.0 / (1.0 + np.exp(-z)) if name == "sigmoid" else np.maximum(z, 0.0)
 
 
@@ -130,6 +132,8 @@ def np_cross_entropy_grad(params, images, labels, activation: str) -> list[tuple
             if activation == "sigmoid":
                 s = np_activation("sigmoid", pre)
                 delta = d_hidden * s * (1.0 - s)
+            elif activation == "tanh":
+                delta = d_hidden * (1.0 - np.tanh(pre) ** 2)
             else:
                 delta = d_hidden * (pre > 0)
     return grads[::-1]
@@ -140,8 +144,14 @@ def layer_shapes(hidden_sizes: tuple[int, ...]) -> list[tuple[tuple[int, int], t
     return [((a, b), (b,)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
-ARCHITECTURES = [((20,), "sigmoid"), ((20,), "relu"), ((8, 6), "sigmoid"), ((8, 6), "relu")]
-ARCHITECTURE_IDS = ["20-sigmoid", "20-relu", "8-6-sigmoid", "8-6-relu"]
+ARCHITECTURES = [
+    ((20,), "sigmoid"),
+    ((20,), "relu"),
+    ((8, 6), "sigmoid"),
+    ((8, 6), "relu"),
+    ((8, 6), "tanh"),
+]
+ARCHITECTURE_IDS = ["20-sigmoid", "20-relu", "8-6-sigmoid", "8-6-relu", "8-6-tanh"]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +174,7 @@ def test_cross_entropy_matches_numpy_forward_pass(random_data, hidden_sizes, act
     assert got == pytest.approx(want, rel=1e-5)
     # The loss is far from chance level, so a wrong activation or layer order would show.
     assert abs(want - np.log(NUM_CLASSES)) > 0.05
-    other = "relu" if activation == "sigmoid" else "sigmoid"
+    other = {"sigmoid": "relu", "relu": "sigmoid", "tanh": "relu"}[activation]
     assert abs(np_cross_entropy(params, images, labels, other) - want) > 0.1
 
 
@@ -242,6 +252,17 @@ def test_init_params_are_gaussian_with_init_std(random_data, init_std):
     beyond = np.mean(np.abs(kernel0) > 2 * init_std)
     assert beyond == pytest.approx(0.0455, abs=0.004)
     assert np.abs(bias1).max() < 6 * init_std
+
+
+def test_flax_init_gives_lecun_normal_kernels_and_zero_biases(random_data):
+    task = MLPTask(random_data, (1000,), init_scheme="flax")
+    params = task.init_params(jax.random.key(4), ())
+    (kernel0, bias0), (kernel1, bias1) = dense_layers(params)
+    # LeCun normal: std sqrt(1 / fan_in), from a normal truncated at 2 std and rescaled.
+    assert kernel0.std() == pytest.approx(np.sqrt(1 / 784), rel=0.01)
+    assert kernel1.std() == pytest.approx(np.sqrt(1 / 1000), rel=0.04)
+    assert np.abs(kernel0).max() <= 2 * np.sqrt(1 / 784) / 0.8796 + 1e-6
+    assert not bias0.any() and not bias1.any()
 
 
 def test_init_params_depend_on_the_key_only(random_data):
@@ -566,3 +587,12 @@ def test_task_classes_keep_and_renumber_a_subset_of_labels(mnist_config, tiny_mn
         task.dataset.train_labels, np.where(arrays["train_labels"][keep] == 3, 0, 1)
     )
     assert task.init_params(jax.random.key(0), ())["Dense_1"]["kernel"].shape[-1] == 2
+
+
+def test_mnist_config_takes_tanh_and_flax_init_and_rejects_unknown_init():
+    from l2lgd.config import MNISTTaskConfig
+    from l2lgd.errors import ConfigError
+
+    MNISTTaskConfig(activation="tanh", init="flax").validate()
+    with pytest.raises(ConfigError, match="task.init"):
+        MNISTTaskConfig(init="he").validate()

@@ -68,6 +68,7 @@ def _host_task(config: TaskConfig) -> Task:
             activation=config.activation,
             batch_size=config.batch_size,
             init_std=config.init_std,
+            init_scheme=config.init,
         )
     if config.name == "cifar10":
         return CNNTask(

@@ -7,6 +7,7 @@ Python runs per step. The loss is the mean softmax cross-entropy of the minibatc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,29 +24,38 @@ if TYPE_CHECKING:
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
 }
 
 
 class MLP(nn.Module):
     """Fully connected layers with the given activation, then a linear layer to the logits.
 
-    Weights and biases start ~ N(0, init_std^2), as in the original code.
+    `init_scheme` (not `init`, which would hide `nn.Module.init`) "normal": weights and biases start ~ N(0, init_std^2), as in the original code;
+    "flax": flax's `nn.Dense` defaults (LeCun-normal kernels, zero biases), what a user's own
+    flax model starts from (beyond the paper).
     """
 
     hidden_sizes: tuple[int, ...]
     num_classes: int
     activation: str = "sigmoid"
     init_std: float = 0.01
+    init_scheme: str = "normal"
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        init = nn.initializers.normal(self.init_std)
+        dense = self._dense_layer()
         hidden = inputs
         for size in self.hidden_sizes:
-            hidden = ACTIVATIONS[self.activation](
-                nn.Dense(size, kernel_init=init, bias_init=init)(hidden)
-            )
-        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init)(hidden)
+            hidden = ACTIVATIONS[self.activation](dense(size)(hidden))
+        return dense(self.num_classes)(hidden)
+
+    def _dense_layer(self) -> Callable[[int], nn.Dense]:
+        """features -> a dense layer initialized as `init_scheme` says."""
+        if self.init_scheme == "flax":
+            return nn.Dense
+        normal = nn.initializers.normal(self.init_std)
+        return functools.partial(nn.Dense, kernel_init=normal, bias_init=normal)
 
 
 @struct.dataclass
@@ -57,10 +67,17 @@ class MLPTask:
     activation: str = struct.field(pytree_node=False, default="sigmoid")
     batch_size: int = struct.field(pytree_node=False, default=128)
     init_std: float = struct.field(pytree_node=False, default=0.01)
+    init_scheme: str = struct.field(pytree_node=False, default="normal")
 
     @property
     def model(self) -> MLP:
-        return MLP(self.hidden_sizes, self.dataset.num_classes, self.activation, self.init_std)
+        return MLP(
+            self.hidden_sizes,
+            self.dataset.num_classes,
+            self.activation,
+            self.init_std,
+            self.init_scheme,
+        )
 
     def sample_problem(self, key: jax.Array) -> tuple[()]:
         """Problems differ only by their initialization and minibatches: nothing to draw here."""
