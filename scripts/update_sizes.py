@@ -36,17 +36,22 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
     if "+conv=" in spec:
         learned, conv = spec.split("+conv=")
         return conv_by_baseline(make_optimizer(learned), make_optimizer(conv))
-    if ":" in spec and not Path(spec).exists():
+    if is_baseline_spec(spec):
         name, learning_rate = parse_baseline_spec(spec)
         return baseline(name, learning_rate)
     return load_optimizer(spec, block=None)
+
+
+def is_baseline_spec(spec: str) -> bool:
+    """Whether `spec` names a baseline ("NAME:LR") rather than a learned optimizer's path or name."""
+    return ":" in spec and not Path(spec).exists()
 
 
 def largest_output_weights(spec: str) -> dict[str, float]:
     """Per LSTM of a learned `spec` (its part before "+conv="), the largest |weight| of its output
     layer: how far that LSTM left its zero-initialized output. Empty for a baseline."""
     learned = spec.split("+conv=")[0]
-    if ":" in learned and not Path(learned).exists():
+    if is_baseline_spec(learned):
         return {}
     weights = load_learned(learned).weights
     per_lstm = weights if "output" not in weights else {"all": weights}

@@ -31,9 +31,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 class MLP(nn.Module):
     """Fully connected layers with the given activation, then a linear layer to the logits.
 
-    `init_scheme` (not `init`, which would hide `nn.Module.init`) "normal": weights and biases start ~ N(0, init_std^2), as in the original code;
-    "flax": flax's `nn.Dense` defaults (LeCun-normal kernels, zero biases), what a user's own
-    flax model starts from (beyond the paper).
+    `init_scheme` (not `init`, which would hide `nn.Module.init`): "normal", weights and biases
+    ~ N(0, init_std^2), as in the original code; "flax", flax's `nn.Dense` defaults (LeCun-normal
+    kernels, zero biases), what a user's own flax model starts from (beyond the paper).
     """
 
     hidden_sizes: tuple[int, ...]
