@@ -8,7 +8,6 @@ are read as bare msgpack.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 from flax import serialization
 
 from l2lgd.atomic import write_atomically
-from l2lgd.config import OptimizerConfig, optimizer_config_from_dict
+from l2lgd.config import OptimizerConfig, config_to_dict, optimizer_config_from_dict
 from l2lgd.errors import CheckpointError, ConfigError
 from l2lgd.optimizers.learned import init_learned_weights
 
@@ -75,7 +74,7 @@ def save_weights(
         {
             "format": WEIGHTS_FORMAT,
             "version": WEIGHTS_VERSION,
-            "optimizer": dataclasses.asdict(config),
+            "optimizer": config_to_dict(config),
             "provenance": provenance,
             "weights": serialization.to_state_dict(weights),
         },

@@ -35,7 +35,7 @@ QUADRATIC_VARIANTS = ("paper", "deepmind", "conditioned")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 MLP_INITS = ("normal", "flax")
 DATA_SOURCES = ("files", "tfds")
-PREPROCESSINGS = ("none", "log_sign")
+PREPROCESSINGS = ("none", "log_sign", "normalized")
 PARAMETER_GROUPS = ("none", "conv_fc", "kernel_bias")
 NTM_KINDS = ("ntm_bfgs", "ntm_lbfgs")
 NTM_MEMORY_INITS = ("identity", "zero")
@@ -218,8 +218,10 @@ TASK_NAMES = tuple(TASK_CONFIGS)
 @dataclass(frozen=True)
 class LSTMConfig:
     """`optimizer.kind` "lstm": the coordinatewise LSTM optimizer (paper: 2 layers of 20 units,
-    linear output), its input `preprocessing` ("none", or the paper's "log_sign" with
-    `preprocessing_p`) and `output_scale` (update = output x scale).
+    linear output), its input `preprocessing` ("none"; the paper's "log_sign" with
+    `preprocessing_p`; or "normalized": the gradient and its running means at
+    `momentum_decays`, over the running root mean square at `second_moment_decay`, inputs that
+    do not change when the loss is rescaled) and `output_scale` (update = output x scale).
 
     `groups` "none" shares one LSTM across all parameters; a rule set of
     `l2lgd.optimizers.groups.GROUP_RULES` ("conv_fc": the paper's CIFAR split) gives each group of
@@ -232,6 +234,8 @@ class LSTMConfig:
     preprocessing: str = "none"
     preprocessing_p: float = 10.0
     output_scale: float = 1.0
+    second_moment_decay: float = 0.95
+    momentum_decays: tuple[float, ...] = ()
     groups: str = "none"
 
     def validate(self) -> None:
@@ -244,6 +248,13 @@ class LSTMConfig:
         _check_choice("optimizer.preprocessing", self.preprocessing, PREPROCESSINGS)
         _check_range("optimizer.preprocessing_p", self.preprocessing_p, low=0.0, strict=True)
         _check_range("optimizer.output_scale", self.output_scale, low=0.0, strict=True)
+        for name, decay in [
+            ("second_moment_decay", self.second_moment_decay),
+            *(("momentum_decays[]", decay) for decay in self.momentum_decays),
+        ]:
+            _check_range(f"optimizer.{name}", decay, low=0.0)
+            if decay >= 1.0:
+                raise ConfigError(f"optimizer.{name} must be < 1, got {decay}")
         _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
 
 
@@ -289,6 +300,10 @@ class NTMConfig(LSTMGACConfig):
     def validate(self) -> None:
         _check_choice("optimizer.kind", self.kind, NTM_KINDS)
         self._validate_gac()
+        if self.preprocessing == "normalized":
+            raise ConfigError(
+                f"optimizer.preprocessing 'normalized' is for kinds lstm and lstm_gac, not {self.kind}"
+            )
         _check_range("optimizer.ntm_read_heads", self.ntm_read_heads, low=1)
         _check_range("optimizer.ntm_write_heads", self.ntm_write_heads, low=1)
         _check_range("optimizer.ntm_window", self.ntm_window, low=1)
@@ -499,8 +514,9 @@ def _holds_non_default(cls: type, name: str, value: Any) -> bool:
         return True
 
 
-def config_to_dict(config: Config) -> dict[str, Any]:
-    """The config as nested plain values (tuples as lists), ready for YAML or JSON."""
+def config_to_dict(config: Config | OptimizerConfig) -> dict[str, Any]:
+    """The config (or one section of it) as nested plain values (tuples as lists), ready for
+    YAML, JSON or msgpack."""
     return _lists_for_tuples(dataclasses.asdict(config))
 
 

@@ -27,6 +27,9 @@ SUPPORTED_KINDS = ("lstm", "lstm_gac")
 STATE_KEY = "lstm_state"
 """Each parameter's optimizer state: a tensor (layers, 2, hidden_size, numel) of its
 coordinates' (hidden, cell) per LSTM layer."""
+MOMENTS_KEY = "moments"
+"""With the "normalized" preprocessing, also each parameter's running moments: (1 + momenta,
+numel), the mean square first (`l2lgd.optimizers.preprocess.update_moments`)."""
 
 
 class CoordinatewiseLSTMNet:
@@ -40,6 +43,10 @@ class CoordinatewiseLSTMNet:
         self.preprocessing = config.preprocessing
         self.preprocessing_p = float(config.preprocessing_p)
         self.output_scale = float(config.output_scale)
+        momentum_decays = tuple(getattr(config, "momentum_decays", ()))
+        self.num_moments = 1 + len(momentum_decays) if self.preprocessing == "normalized" else 0
+        second_moment_decay = getattr(config, "second_moment_decay", 0.95)
+        self.moment_decays = torch.tensor([second_moment_decay, *momentum_decays])[:, None]
         self.layers = [_dense(weights[f"lstm_{layer}"]) for layer in range(self.num_layers)]
         self.output = _dense(weights["output"])
         scale, shift = gate_scale_and_shift(self.hidden_size, np.float32)
@@ -58,10 +65,32 @@ class CoordinatewiseLSTMNet:
         second = torch.where(is_large, torch.sign(grads), math.exp(p) * grads)
         return torch.stack([first, second])
 
-    def step(self, grads: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coordinates,) gradients and their (layers, 2, hidden, coordinates) state -> the
-        updates to add and the new state."""
-        layer_input, new_state = self.features(grads), []
+    def normalized_features(
+        self, grads: torch.Tensor, moments: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The "normalized" preprocessing: the new running moments (mean square, then one mean
+        per momentum decay; a coordinate starts at its first nonzero gradient) and the inputs,
+        the gradient and momenta over the root mean square (0 where that is 0)."""
+        targets = torch.cat([grads[None] ** 2, grads.expand(self.num_moments - 1, -1)])
+        averaged = self.moment_decays * moments + (1 - self.moment_decays) * targets
+        moments = torch.where(moments[0] == 0, targets, averaged)
+        mean_square = moments[0]
+        inverse_rms = torch.where(
+            mean_square > 0, mean_square.clamp_min(torch.finfo(mean_square.dtype).tiny).rsqrt(), 0.0
+        )
+        return torch.cat([grads[None], moments[1:]]) * inverse_rms, moments
+
+    def step(
+        self, grads: torch.Tensor, state: torch.Tensor, moments: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(coordinates,) gradients, their (layers, 2, hidden, coordinates) state and, for the
+        "normalized" preprocessing, their moments -> the updates to add, the new state and the
+        new moments."""
+        if self.num_moments:
+            layer_input, moments = self.normalized_features(grads, moments)
+        else:
+            layer_input = self.features(grads)
+        new_state = []
         for (kernel, bias), layer_state in zip(self.layers, state, strict=True):
             hidden, cell = self.lstm_cell(kernel, bias, layer_input, layer_state[0], layer_state[1])
             if self.gac_cells:
@@ -71,7 +100,7 @@ class CoordinatewiseLSTMNet:
             layer_input = hidden
         kernel, bias = self.output
         output = (kernel.T @ layer_input + bias[:, None])[0]
-        return self.output_scale * output, torch.stack(new_state)
+        return self.output_scale * output, torch.stack(new_state), moments
 
     def lstm_cell(
         self,
@@ -92,6 +121,10 @@ class CoordinatewiseLSTMNet:
     def zero_state(self, coordinates: int) -> torch.Tensor:
         """The initial (all-zero) state of `coordinates` coordinates."""
         return torch.zeros(self.num_layers, 2, self.hidden_size, coordinates)
+
+    def zero_moments(self, coordinates: int) -> torch.Tensor:
+        """The initial (all-zero) running moments of `coordinates` coordinates."""
+        return torch.zeros(self.num_moments, coordinates)
 
 
 def _dense(params: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,15 +198,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def _update(self, network: CoordinatewiseLSTMNet, params: list[torch.Tensor]) -> None:
         """Runs one LSTM over all of `params`' coordinates and adds its updates in place."""
+        keys = {STATE_KEY: network.zero_state}
+        if network.num_moments:
+            keys[MOMENTS_KEY] = network.zero_moments
         for p in params:
-            if STATE_KEY not in self.state[p]:
-                self.state[p][STATE_KEY] = network.zero_state(p.numel())
+            for key, zeros in keys.items():
+                if key not in self.state[p]:
+                    self.state[p][key] = zeros(p.numel())
         grads = torch.cat([p.grad.reshape(-1).float() for p in params])
-        state = torch.cat([self.state[p][STATE_KEY] for p in params], dim=-1)
-        updates, state = network.step(grads, state)
+        joined = {key: torch.cat([self.state[p][key] for p in params], dim=-1) for key in keys}
+        updates, state, moments = network.step(grads, joined[STATE_KEY], joined.get(MOMENTS_KEY))
+        new = {STATE_KEY: state, MOMENTS_KEY: moments}
         sizes = [p.numel() for p in params]
-        for p, update, p_state in zip(
-            params, updates.split(sizes), state.split(sizes, dim=-1), strict=True
-        ):
+        for index, (p, update) in enumerate(zip(params, updates.split(sizes), strict=True)):
             p.add_(update.reshape(p.shape).to(p.dtype))
-            self.state[p][STATE_KEY] = p_state.contiguous()
+            for key in keys:
+                self.state[p][key] = new[key].split(sizes, dim=-1)[index].contiguous()

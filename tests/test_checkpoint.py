@@ -19,7 +19,7 @@ from l2lgd.checkpoint import (
     save_tree,
     save_weights,
 )
-from l2lgd.config import LSTMConfig
+from l2lgd.config import LSTMConfig, config_to_dict
 from l2lgd.errors import CheckpointError
 from l2lgd.optimizers.learned import init_learned_weights
 
@@ -152,11 +152,11 @@ def test_save_weights_load_weights_round_trip(tmp_path):
 
 def test_weights_from_another_format_raise_checkpoint_error(tmp_path):
     weights = init_learned_weights(jax.random.key(0), SMALL_LSTM)
-    state_dict = {"weights": weights, "optimizer": dataclasses.asdict(SMALL_LSTM)}
+    state_dict = {"weights": weights, "optimizer": config_to_dict(SMALL_LSTM)}
     for name, tree in [
         ("no-format", state_dict),
         ("other-format", {**state_dict, "format": "some-other-tool"}),
-        ("no-weights", {"format": WEIGHTS_FORMAT, "optimizer": dataclasses.asdict(SMALL_LSTM)}),
+        ("no-weights", {"format": WEIGHTS_FORMAT, "optimizer": config_to_dict(SMALL_LSTM)}),
         ("plain-tree", _tree()),
     ]:
         path = tmp_path / f"{name}.msgpack"
@@ -204,7 +204,7 @@ def test_weights_file_with_malformed_contents_raises_checkpoint_error(tmp_path, 
     tree = {
         "format": WEIGHTS_FORMAT,
         "version": 1,
-        "optimizer": dataclasses.asdict(SMALL_LSTM),
+        "optimizer": config_to_dict(SMALL_LSTM),
         "provenance": {},
         "weights": weights,
     }
@@ -283,7 +283,7 @@ def test_legacy_files_without_a_checksum_still_load(tmp_path):
     tree = {
         "format": WEIGHTS_FORMAT,
         "version": 1,
-        "optimizer": dataclasses.asdict(SMALL_LSTM),
+        "optimizer": config_to_dict(SMALL_LSTM),
         "provenance": {"iteration": 5},
         "weights": serialization.to_state_dict(jax.tree.map(np.asarray, weights)),
     }

@@ -23,7 +23,12 @@ from l2lgd.optimizers import (
 )
 from l2lgd.optimizers.architecture import StateStorage
 from l2lgd.optimizers.lstm import ravel_by_rows
-from l2lgd.optimizers.preprocess import num_features, preprocess
+from l2lgd.optimizers.preprocess import (
+    normalized_features,
+    num_features,
+    preprocess,
+    update_moments,
+)
 from l2lgd.rollout import vectorized
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -136,7 +141,8 @@ def random_weights(config, seed=0, scale=0.5):
         bias = scale * rng.normal(size=fan_out)
         return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
-    weights = {"lstm_0": dense(num_features(config.preprocessing) + hidden, gates)}
+    inputs = num_features(config.preprocessing, config.momentum_decays)
+    weights = {"lstm_0": dense(inputs + hidden, gates)}
     for layer in range(1, config.num_layers):
         weights[f"lstm_{layer}"] = dense(2 * hidden, gates)
     weights["output"] = dense(hidden, 1)
@@ -293,6 +299,117 @@ def test_small_problems_and_global_averaging_cells_are_not_blocked():
     gac_weights = init_learned_weights(jax.random.key(0), gac)
     gac_state = learned_optimizer(gac_weights, gac, storage).init({"w": jnp.zeros((1000,))})
     assert {leaf.shape for leaf in jax.tree.leaves(gac_state)} == {(gac.hidden_size, 1000)}
+
+
+# --- The "normalized" preprocessing --------------------------------------------------------------
+
+NORMALIZED = LSTMConfig(
+    hidden_size=4, preprocessing="normalized", momentum_decays=(0.5, 0.9), output_scale=0.1
+)
+
+
+def numpy_normalized_features(gradient_steps, second_moment_decay, momentum_decays):
+    """The features after each step, literally: v = g^2 and m_k = g at a coordinate's first
+    nonzero gradient, then v <- b v + (1 - b) g^2 and m_k <- b_k m_k + (1 - b_k) g; the
+    features are g / sqrt(v) and m_k / sqrt(v) (0 while v is 0)."""
+    v = np.zeros_like(gradient_steps[0], np.float64)
+    momenta = [np.zeros_like(v) for _ in momentum_decays]
+    for g in np.asarray(gradient_steps, np.float64):
+        started = v > 0
+        v = np.where(started, second_moment_decay * v + (1 - second_moment_decay) * g**2, g**2)
+        momenta = [
+            np.where(started, b * m + (1 - b) * g, g)
+            for b, m in zip(momentum_decays, momenta, strict=True)
+        ]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            features = [np.where(v > 0, x / np.sqrt(v), 0.0) for x in (g, *momenta)]
+    return np.stack(features)
+
+
+def test_normalized_features_match_the_running_moments_formula():
+    rng = np.random.default_rng(0)
+    steps = [random_gradients(t, (9,)) for t in range(6)]
+    for g in steps[:2]:
+        g[:3] = 0.0  # coordinates 0-2 see their first nonzero gradient at step 2 ...
+    for g in steps:
+        g[0] = 0.0  # ... except coordinate 0, which never does
+    steps[4] = steps[4] * rng.uniform(0.5, 2.0, size=9).astype(np.float32)
+    moments = jnp.zeros((3, 9))
+    for g in steps:
+        moments = update_moments(jnp.asarray(g), moments, 0.8, (0.5, 0.9))
+    features = normalized_features(jnp.asarray(steps[-1]), moments)
+    expected = numpy_normalized_features(steps, 0.8, (0.5, 0.9))
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(features)[:, 0] == 0.0)
+
+
+@pytest.mark.parametrize("loss_scale", [1e-4, 1e3])
+def test_normalized_updates_do_not_change_when_the_loss_is_rescaled(loss_scale):
+    """The gradients times c give the same updates with "normalized", and not with "log_sign"
+    (so this check can fail)."""
+    grads = [{"w": jnp.asarray(random_gradients(t, (NUM_COORDINATES,)))} for t in range(4)]
+    for config, invariant in [(NORMALIZED, True), (CONFIG, False)]:
+        opt = learned_optimizer(random_weights(config), config)
+        runs = []
+        for scale in (1.0, loss_scale):
+            state = opt.init(grads[0])
+            for g in grads:
+                updates, state = opt.update({"w": scale * g["w"]}, state)
+            runs.append(updates["w"])
+        same = np.allclose(runs[0], runs[1], rtol=1e-4, atol=1e-7)
+        assert same == invariant, config.preprocessing
+
+
+def test_normalized_blockwise_update_equals_the_all_at_once_update():
+    size = 3 * 64 + 5
+    weights = random_weights(NORMALIZED)
+    params = {"w": jnp.zeros((size,))}
+    whole = learned_optimizer(weights, NORMALIZED)
+    blocked = learned_optimizer(weights, NORMALIZED, StateStorage(block=64))
+    whole_state, blocked_state = whole.init(params), blocked.init(params)
+    assert blocked_state.moments.shape == (4, 3, 64)
+    for t in range(3):
+        grads = {"w": jnp.asarray(random_gradients(t, (size,)))}
+        expected, whole_state = jax.jit(whole.update)(grads, whole_state)
+        updates, blocked_state = jax.jit(blocked.update)(grads, blocked_state)
+        assert_trees_allclose(updates, expected)
+    by_coordinate = np.asarray(blocked_state.moments).transpose(1, 0, 2).reshape(3, -1)[:, :size]
+    np.testing.assert_allclose(by_coordinate, whole_state.moments, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [NORMALIZED, LSTMGACConfig(hidden_size=4, gac_cells=2, preprocessing="normalized")],
+    ids=["lstm", "gac"],
+)
+def test_vectorized_normalized_optimizer_equals_each_problem_alone(config):
+    weights = random_weights(config)
+    params = {"w": jnp.zeros((3, 5))}
+    batched = vectorized(learned_optimizer(weights, config))
+    alone = learned_optimizer(weights, config)
+    state = batched.init(params)
+    states = [alone.init({"w": params["w"][i]}) for i in range(3)]
+    for t in range(3):
+        grads = {"w": jnp.asarray(random_gradients(t, (3, 5)))}
+        updates, state = jax.jit(batched.update)(grads, state, params)
+        for i in range(3):
+            expected, states[i] = alone.update({"w": grads["w"][i]}, states[i])
+            np.testing.assert_allclose(updates["w"][i], expected["w"], rtol=RTOL, atol=ATOL)
+    assert np.abs(np.asarray(updates["w"])).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kind": "ntm_lbfgs", "preprocessing": "normalized"}, "kinds lstm and lstm_gac"),
+        ({"second_moment_decay": 1.0}, "second_moment_decay must be < 1"),
+        ({"momentum_decays": (0.9, -0.1)}, r"momentum_decays\[\] must be >= 0"),
+    ],
+)
+def test_normalized_configs_reject_what_cannot_run(changes, message):
+    cls = NTMConfig if "kind" in changes else LSTMConfig
+    with pytest.raises(ConfigError, match=message):
+        cls(**changes).validate()
 
 
 def test_ntm_refuses_a_state_dtype():

@@ -72,7 +72,14 @@ def _torch_run(path, params, scales, groups=None):
 
 
 @pytest.mark.parametrize(
-    "config", [LSTMConfig(preprocessing="log_sign", output_scale=0.1), LSTMGACConfig(gac_cells=5)]
+    "config",
+    [
+        LSTMConfig(preprocessing="log_sign", output_scale=0.1),
+        LSTMGACConfig(gac_cells=5),
+        LSTMConfig(preprocessing="normalized", momentum_decays=(0.5, 0.9), output_scale=0.1),
+        LSTMGACConfig(preprocessing="normalized", gac_cells=5, output_scale=0.1),
+    ],
+    ids=["lstm_log_sign", "gac", "lstm_normalized", "gac_normalized"],
 )
 def test_torch_matches_jax_over_20_steps(config, tmp_path):
     weights = _random_weights(config)
@@ -91,6 +98,9 @@ def test_torch_matches_jax_over_20_steps(config, tmp_path):
     jax_lstm = np.stack([np.stack(layer) for layer in jax_state.lstm_state])
     torch_lstm = torch.cat([opt.state[tensors[k]]["lstm_state"] for k in sorted(SHAPES)], dim=-1)
     np.testing.assert_allclose(torch_lstm.numpy(), jax_lstm, rtol=1e-5, atol=1e-6)
+    if config.preprocessing == "normalized":
+        torch_moments = torch.cat([opt.state[tensors[k]]["moments"] for k in sorted(SHAPES)], -1)
+        np.testing.assert_allclose(torch_moments.numpy(), jax_state.moments, rtol=1e-5, atol=0)
 
 
 def test_torch_groups_match_jax_multi_transform(tmp_path):

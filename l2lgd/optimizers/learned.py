@@ -26,6 +26,8 @@ def lstm_architecture(config: LSTMConfig) -> LSTMArchitecture:
         preprocessing=config.preprocessing,
         preprocessing_p=config.preprocessing_p,
         output_scale=config.output_scale,
+        second_moment_decay=config.second_moment_decay,
+        momentum_decays=config.momentum_decays,
     )
 
 

@@ -29,10 +29,17 @@ from l2lgd.optimizers.architecture import (
     join_problems,
     split_problems,
 )
-from l2lgd.optimizers.preprocess import num_features, preprocess
+from l2lgd.optimizers.preprocess import (
+    normalized_features,
+    num_features,
+    preprocess,
+    update_moments,
+)
 
 LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
 """Per layer, the (hidden, cell) arrays of shape (hidden_size, coordinates)."""
+PerCoordinate = tuple[LSTMState, jax.Array | None]
+"""The LSTM state and the running moments (or None) of some coordinates."""
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -176,9 +183,11 @@ class ColumnDense(nn.Module):
 
 
 class LearnedOptimizerState(CoordinatewiseState):
-    """The optax state of the learned optimizer: the LSTM state of every coordinate."""
+    """The optax state of the learned optimizer: the LSTM state of every coordinate and, for
+    the "normalized" preprocessing, its running moments (`update_moments`; None otherwise)."""
 
     lstm_state: LSTMState
+    moments: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -191,9 +200,13 @@ class LSTMArchitecture:
       num_layers: LSTM layers.
       gac_cells: the first `gac_cells` cells of each layer are global averaging cells
         (the paper's LSTM+GAC); 0 for the plain LSTM.
-      preprocessing: "none" (the raw gradient) or "log_sign" (the paper's Appendix A).
+      preprocessing: "none" (the raw gradient), "log_sign" (the paper's Appendix A) or
+        "normalized" (the gradient and its momenta over a running root mean square, which
+        does not change when the loss is rescaled; `l2lgd.optimizers.preprocess`).
       preprocessing_p: the p of "log_sign".
       output_scale: the LSTM's output times this is the update.
+      second_moment_decay: the decay of "normalized"'s running mean square.
+      momentum_decays: "normalized" also feeds one running mean of the gradient per decay.
     """
 
     hidden_size: int = 20
@@ -202,10 +215,17 @@ class LSTMArchitecture:
     preprocessing: str = "none"
     preprocessing_p: float = 10.0
     output_scale: float = 1.0
+    second_moment_decay: float = 0.95
+    momentum_decays: tuple[float, ...] = ()
+
+    @property
+    def num_moments(self) -> int:
+        """Running moments kept per coordinate: 0 unless the preprocessing is "normalized"."""
+        return 1 + len(self.momentum_decays) if self.preprocessing == "normalized" else 0
 
     def init_weights(self, key: jax.Array) -> dict[str, Any]:
         """Random initial LSTM weights (a flax params dict); the output layer starts at zero."""
-        inputs = jnp.zeros((num_features(self.preprocessing), 1), jnp.float32)
+        inputs = jnp.zeros((num_features(self.preprocessing, self.momentum_decays), 1))
         return self.module().init(key, inputs, self.zero_state(1))["params"]
 
     def transformation(
@@ -225,7 +245,11 @@ class LSTMArchitecture:
 
     def features(self, values: jax.Array) -> jax.Array:
         """A flat vector preprocessed as this architecture says, features first: (features,
-        coordinates)."""
+        coordinates). Not for "normalized", whose features need the running moments."""
+        if self.num_moments:
+            raise ValueError(
+                "the normalized preprocessing needs running moments: use transformation"
+            )
         return jnp.moveaxis(preprocess(values, self.preprocessing, self.preprocessing_p), -1, 0)
 
 
@@ -233,7 +257,13 @@ def lstm_update(
     weights: dict[str, Any], architecture: LSTMArchitecture, grads: jax.Array, state: LSTMState
 ) -> tuple[jax.Array, LSTMState]:
     """One optimizer step on one problem's flat gradient vector: returns (updates, new state)."""
-    features = architecture.features(grads)
+    return lstm_on_features(weights, architecture, architecture.features(grads), state)
+
+
+def lstm_on_features(
+    weights: dict[str, Any], architecture: LSTMArchitecture, features: jax.Array, state: LSTMState
+) -> tuple[jax.Array, LSTMState]:
+    """One optimizer step from preprocessed (features, coordinates) inputs: (updates, new state)."""
     if architecture.gac_cells:
         output, new_state = architecture.module().apply({"params": weights}, features, state)
     else:
@@ -294,26 +324,37 @@ def lstm_optimizer(
     def initial_state(coordinates: int, dtype: jnp.dtype) -> LearnedOptimizerState:
         dtype = storage.dtype or dtype
         blocks = block_count(coordinates, block)
-        if blocks is None:
-            return LearnedOptimizerState(architecture.zero_state(coordinates, dtype))
-        zeros = jnp.zeros((blocks, architecture.hidden_size, block), dtype)
-        return LearnedOptimizerState(tuple((zeros, zeros) for _ in range(architecture.num_layers)))
+        leading, width = ((), coordinates) if blocks is None else ((blocks,), block)
+        zeros = jnp.zeros((*leading, architecture.hidden_size, width), dtype)
+        moments = None
+        if architecture.num_moments:
+            moments = jnp.zeros((*leading, architecture.num_moments, width), dtype)
+        lstm_state = tuple((zeros, zeros) for _ in range(architecture.num_layers))
+        return LearnedOptimizerState(lstm_state, moments)
 
-    def update(grads: jax.Array, lstm_state: LSTMState) -> tuple[jax.Array, LSTMState]:
-        stored = jax.tree.leaves(lstm_state)[0].dtype
+    def update(grads: jax.Array, state: PerCoordinate) -> tuple[jax.Array, PerCoordinate]:
+        stored = jax.tree.leaves(state)[0].dtype
         compute = jnp.result_type(grads.dtype, *jax.tree.leaves(weights))
-        lstm_state = jax.tree.map(lambda x: x.astype(compute), lstm_state)
-        updates, lstm_state = lstm_update(weights, architecture, grads, lstm_state)
-        return updates, jax.tree.map(lambda x: x.astype(stored), lstm_state)
+        lstm_state, moments = jax.tree.map(lambda x: x.astype(compute), state)
+        if moments is None:
+            features = architecture.features(grads)
+        else:
+            moments = update_moments(
+                grads, moments, architecture.second_moment_decay, architecture.momentum_decays
+            )
+            features = normalized_features(grads, moments)
+        updates, lstm_state = lstm_on_features(weights, architecture, features, lstm_state)
+        return updates, jax.tree.map(lambda x: x.astype(stored), (lstm_state, moments))
 
     def step(
         grads: jax.Array, state: LearnedOptimizerState
     ) -> tuple[jax.Array, LearnedOptimizerState]:
+        per_coordinate = (state.lstm_state, state.moments)
         if state.lstm_state[0][0].ndim == 2:
-            updates, lstm_state = update(grads, state.lstm_state)
+            updates, per_coordinate = update(grads, per_coordinate)
         else:
-            updates, lstm_state = by_blocks(update, grads, state.lstm_state)
-        return updates, LearnedOptimizerState(lstm_state)
+            updates, per_coordinate = by_blocks(update, grads, per_coordinate)
+        return updates, LearnedOptimizerState(*per_coordinate)
 
     if architecture.gac_cells:  # averages over the problem's coordinates
         return coordinatewise_transformation(weights, initial_state, step)

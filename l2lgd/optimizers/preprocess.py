@@ -1,4 +1,6 @@
-"""Gradient preprocessing of the paper's Appendix A, which maps gradients of any magnitude to O(1) inputs."""
+"""Gradient preprocessing: the paper's Appendix A (log/sign), which maps gradients of any
+magnitude to O(1) inputs, and "normalized", which divides the gradient and its momenta by a
+running root mean square, so that the inputs do not change when the loss is rescaled."""
 
 from __future__ import annotations
 
@@ -32,12 +34,51 @@ def log_sign_preprocess(grad: jax.Array, p: float = 10.0) -> jax.Array:
 
 
 def preprocess(grad: jax.Array, kind: str, p: float) -> jax.Array:
-    """The LSTM's input features for gradients `grad`: shape grad.shape + (features,)."""
+    """The LSTM's input features for gradients `grad`: shape grad.shape + (features,). The
+    stateful "normalized" preprocessing is `update_moments` and `normalized_features`."""
     if kind == "log_sign":
         return log_sign_preprocess(grad, p)
     return grad[..., None]
 
 
-def num_features(kind: str) -> int:
+def num_features(kind: str, momentum_decays: tuple[float, ...] = ()) -> int:
     """How many input features per coordinate a preprocessing produces."""
+    if kind == "normalized":
+        return 1 + len(momentum_decays)
     return 2 if kind == "log_sign" else 1
+
+
+def moment_decays(second_moment_decay: float, momentum_decays: tuple[float, ...]) -> jax.Array:
+    """The decay of each row of the moments array, as a column: (1 + momenta, 1)."""
+    return jnp.array([second_moment_decay, *momentum_decays], jnp.float32)[:, None]
+
+
+def update_moments(
+    grad: jax.Array,
+    moments: jax.Array,
+    second_moment_decay: float,
+    momentum_decays: tuple[float, ...] = (),
+) -> jax.Array:
+    """The running moments after gradient `grad` (coordinates,): row 0 the mean square, then
+    one exponential moving average of the gradient per momentum decay, each (1 + momenta,
+    coordinates).
+
+    A coordinate whose mean square is still 0 has seen no nonzero gradient: its moments start
+    at this gradient (instead of Adam's bias correction, which would need a step count).
+    """
+    targets = jnp.concatenate(
+        [grad[None] ** 2, jnp.broadcast_to(grad, (len(momentum_decays), grad.shape[-1]))]
+    ).astype(moments.dtype)
+    decays = moment_decays(second_moment_decay, momentum_decays).astype(moments.dtype)
+    averaged = decays * moments + (1 - decays) * targets
+    return jnp.where(moments[0] == 0, targets, averaged)
+
+
+def normalized_features(grad: jax.Array, moments: jax.Array) -> jax.Array:
+    """(1 + momenta, coordinates) LSTM inputs: the gradient and each momentum divided by the
+    root mean square (`update_moments`' row 0); 0 where that is 0. Multiplying the loss by any
+    c > 0 leaves them unchanged."""
+    mean_square = moments[0]
+    has_scale = mean_square > 0
+    inverse_rms = jnp.where(has_scale, jax.lax.rsqrt(jnp.where(has_scale, mean_square, 1.0)), 0.0)
+    return jnp.concatenate([grad[None], moments[1:]]) * inverse_rms
