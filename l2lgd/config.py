@@ -1,6 +1,7 @@
 """Experiment configuration: frozen, hashable dataclasses loaded from YAML and validated field by field.
 
-A config file has the sections `task`, `optimizer`, `meta` and `eval` plus a top-level `seed`.
+A config file has the sections `task`, `optimizer`, `meta`, `eval` and (optionally) `mixture`,
+plus a top-level `seed`.
 Every field has a type and a valid range; an unknown key, a wrong type or an out-of-range value
 is a `ConfigError` naming the field. CLI overrides use the same dotted names
 (`meta.learning_rate=0.003`).
@@ -398,6 +399,26 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MixtureConfig:
+    """Meta-training on a distribution of tasks (`l2lgd.meta.mixture`): each of `members` is a
+    config name (shipped, or a file) followed by overrides, e.g. "mnist task.activation=relu".
+    Meta-iteration i trains on member i mod n; validation scores the geometric mean of the
+    members' validation losses. Empty: the config's own task alone."""
+
+    members: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        for member in self.members:
+            name, *overrides = member.split()
+            bad = [override for override in overrides if "=" not in override]
+            if not name or "=" in name or bad:
+                raise ConfigError(
+                    f"mixture.members[] {member!r} must be a config name followed by "
+                    "section.field=value overrides"
+                )
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: what to optimize, how to meta-train, how to evaluate."""
 
@@ -406,10 +427,11 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=LSTMConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def validate(self) -> Config:
         _check_range("seed", self.seed, low=0)
-        for section in (self.task, self.optimizer, self.meta, self.eval):
+        for section in (self.task, self.optimizer, self.meta, self.eval, self.mixture):
             section.validate()
         return self
 
@@ -429,6 +451,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         "optimizer": optimizer_config_from_dict,
         "meta": lambda values: _build(MetaConfig, values, prefix="meta."),
         "eval": lambda values: _build(EvalConfig, values, prefix="eval."),
+        "mixture": lambda values: _build(MixtureConfig, values, prefix="mixture."),
     }
     valid = ["seed", *sections]
     unknown = sorted(set(raw) - set(valid))

@@ -75,15 +75,20 @@ def load_run_config(run_dir: Path) -> Config:
     return load_config(path)
 
 
+def _none_for_non_finite(value: Any) -> Any:
+    """A metric for strict JSON: inf and NaN (alone or in a list) become None."""
+    if isinstance(value, list):
+        return [_none_for_non_finite(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def append_metrics(run_dir: Path, record: dict[str, Any], sync: bool = False) -> None:
     """Appends one JSON line to the run's metrics; `sync` makes it (and every line before) durable.
 
     Meta-training syncs before each training-state write, so that the metrics on disk are never
     behind the state a resumed run starts from.
     """
-    finite = {
-        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in record.items()
-    }
+    finite = {key: _none_for_non_finite(value) for key, value in record.items()}
     with open(run_dir / METRICS_FILE, "a") as file:
         file.write(json.dumps(finite, allow_nan=False) + "\n")
         if sync:

@@ -29,12 +29,10 @@ from l2lgd.checkpoint import load_tree, save_tree, save_weights
 from l2lgd.config import Config, MetaConfig
 from l2lgd.distributed import is_primary
 from l2lgd.errors import CheckpointError, DivergenceError, L2LError
-from l2lgd.meta.unroll import MetaState, init_meta_state, make_meta_iteration
-from l2lgd.optimizers.learned import init_learned_weights, learned_optimizer
-from l2lgd.rollout import final_mean_loss, optimize_sampled_problems
-from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
-from l2lgd.sharding import check_divisible, problem_mesh, replicated
-from l2lgd.tasks import Task, make_task
+from l2lgd.meta.program import training_program
+from l2lgd.meta.unroll import MetaState, init_meta_state
+from l2lgd.optimizers.learned import init_learned_weights
+from l2lgd.seeds import INIT_STREAM, TRAIN_STREAM, stream_key
 
 
 @dataclass
@@ -44,27 +42,6 @@ class TrainingProgress:
     iteration: int = 0
     best_validation_loss: float = math.inf
     best_iteration: int = -1
-
-
-def make_learned_evaluator(
-    task: Task, config: Config, num_problems: int, num_steps: int, key: jax.Array
-) -> Callable[[Any], jax.Array]:
-    """A function weights -> loss curves (steps + 1, problems) on fixed sampled problems.
-
-    One compiled program takes the task as an argument (its data are not compiled in). The
-    problems are split over the devices of meta-training; the curves come back whole on every
-    device, so every process can read them.
-    """
-    mesh = problem_mesh(config.meta.devices)
-    check_divisible(num_problems, mesh, "meta.num_validation_problems")
-
-    def evaluate(weights: Any, task: Task) -> jax.Array:
-        optimizer = learned_optimizer(weights, config.optimizer)
-        return optimize_sampled_problems(task, optimizer, key, num_problems, num_steps, mesh)[1]
-
-    everywhere = replicated(mesh)
-    compiled = jax.jit(evaluate, in_shardings=everywhere, out_shardings=everywhere)
-    return lambda weights: compiled(weights, task)
 
 
 def meta_train(
@@ -95,15 +72,7 @@ def meta_train(
     Raises:
       DivergenceError: a NaN or inf meta-loss; the checkpoints on disk are the last good ones.
     """
-    task = make_task(config.task)
-    meta_iteration = make_meta_iteration(config.optimizer, config.meta)
-    validate = make_learned_evaluator(
-        task,
-        config,
-        config.meta.num_validation_problems,
-        config.meta.num_steps,
-        stream_key(config.seed, VALIDATION_STREAM),
-    )
+    program = training_program(config)
     train_key = stream_key(config.seed, TRAIN_STREAM)
     initial_weights = starting_weights(config)
     meta_state = init_meta_state(initial_weights, config.meta)
@@ -118,7 +87,7 @@ def meta_train(
                 runs.training_state_path(run_dir).unlink(missing_ok=True)
             runs.truncate_metrics(run_dir, progress.iteration)
     else:
-        _validate_and_save(run_dir, config, meta_state, progress, validate, meta_loss=None)
+        _validate_and_save(run_dir, config, meta_state, progress, program.validate, None)
 
     start = time.perf_counter()
     start_iteration = progress.iteration
@@ -139,8 +108,8 @@ def meta_train(
     # device never waits for it; a validation reads it at once, so nothing diverged is saved.
     unread: IterationHealth | None = None
     while progress.iteration < config.meta.iterations:
-        meta_state, unroll_losses = meta_iteration(
-            meta_state, task, jax.random.fold_in(train_key, progress.iteration)
+        meta_state, unroll_losses = program.iterate(
+            meta_state, progress.iteration, jax.random.fold_in(train_key, progress.iteration)
         )
         progress.iteration += 1
         health = IterationHealth(
@@ -158,7 +127,7 @@ def meta_train(
             record = unread.checked_record(run_dir)
             unread = None
             record |= _validate_and_save(
-                run_dir, config, meta_state, progress, validate, record["meta_loss"]
+                run_dir, config, meta_state, progress, program.validate, record["meta_loss"]
             )
             if "warning" in record:
                 warn(record["warning"])
@@ -240,7 +209,7 @@ def _validate_and_save(
     config: Config,
     meta_state: MetaState,
     progress: TrainingProgress,
-    validate: Callable[[Any], jax.Array],
+    validate: Callable[[Any], dict[str, Any]],
     meta_loss: float | None,
 ) -> dict[str, Any]:
     """Validates the current weights, saves best (if improved) and latest, logs the metrics.
@@ -248,12 +217,13 @@ def _validate_and_save(
     Every process validates (it is one sharded computation); only process 0 writes. The record
     carries a "warning" when validation has not improved on the untrained weights.
     """
-    validation_loss = final_mean_loss(validate(meta_state.weights))
+    scores = validate(meta_state.weights)
+    validation_loss = scores["validation_loss"]
     improved = validation_loss < progress.best_validation_loss
     if improved:
         progress.best_validation_loss = validation_loss
         progress.best_iteration = progress.iteration
-    record: dict[str, Any] = {"iteration": progress.iteration, "validation_loss": validation_loss}
+    record: dict[str, Any] = {"iteration": progress.iteration, **scores}
     if meta_loss is not None:
         record["meta_loss"] = meta_loss
     if progress.iteration > 0 and progress.best_iteration == 0:
