@@ -108,14 +108,26 @@ def best_validation(run: Path) -> float:
     return min(value for value in values if value is not None)
 
 
-def ratio_cell(comparison: Comparison, label: str, reference: str) -> str:
-    """`ratio [low, high]` of the label's mean final loss over the reference's, or diverged."""
+def paired_ratio(
+    comparison: Comparison, label: str, reference: str
+) -> tuple[float, float, float] | None:
+    """(ratio, CI low, CI high) of the label's mean final loss over the reference's, paired on
+    the same problems; None if the label diverged on any problem."""
     losses = comparison.optimizer(label).final_losses
     if not np.all(np.isfinite(losses)):
-        return f"diverged on {int(np.sum(~np.isfinite(losses)))}"
+        return None
     base = comparison.optimizer(reference).final_losses
     low, high = bootstrap_ratio_ci(losses, base, 10_000, 0)
-    return f"{losses.mean() / base.mean():.2f} [{low:.2f}, {high:.2f}]"
+    return float(losses.mean() / base.mean()), low, high
+
+
+def ratio_cell(comparison: Comparison, label: str, reference: str) -> str:
+    """`ratio [low, high]` (`paired_ratio`), or how often the label diverged."""
+    ratio = paired_ratio(comparison, label, reference)
+    if ratio is None:
+        losses = comparison.optimizer(label).final_losses
+        return f"diverged on {int(np.sum(~np.isfinite(losses)))}"
+    return "{:.2f} [{:.2f}, {:.2f}]".format(*ratio)
 
 
 def best_baseline(comparison: Comparison, learned: set[str]) -> str:
@@ -131,17 +143,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="meta-training seed")
     parser.add_argument("--validation-seed", type=int, default=900001)
     parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
+    parser.add_argument("--settings", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--set", action="append", default=[], help="override for every run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.out = args.out or Path(f"runs/ablation-{args.task}")
     chosen = [name for name in args.variants.split(",") if name] or list(VARIANTS[args.task])
+    settings = {
+        name: overrides
+        for name, overrides in SETTINGS[args.task].items()
+        if not args.settings or name in args.settings.split(",")
+    }
     runs = {name: train(args.task, name, VARIANTS[args.task][name], args) for name in chosen}
     labels = {name: f"LSTM ({name})" for name in chosen}
-    header = ["variant", "best validation loss (training family)", *SETTINGS[args.task]]
+    header = ["variant", "best validation loss (training family)", *settings]
     rows = {name: [name, f"{best_validation(run):.4g}"] for name, run in runs.items()}
     references = []
-    for setting, overrides in SETTINGS[args.task].items():
+    for setting, overrides in settings.items():
         comparison = compare(args.task, setting, overrides, list(runs.values()), args)
         reference = best_baseline(comparison, set(labels.values()))
         references.append(f"{setting}: {reference}")

@@ -105,3 +105,12 @@ def test_a_one_member_mixture_trains_exactly_as_the_member_alone(tmp_path):
     )
     for a, b in zip(jax.tree.leaves(weights), jax.tree.leaves(alone_weights), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_members_read_the_mixtures_data_folder_unless_they_name_their_own():
+    base = dataclasses.replace(MIXTURE, task=load_config("mnist").task)
+    config = dataclasses.replace(base, task=dataclasses.replace(base.task, data_dir="/data/here"))
+    assert member_config(config, "mnist task.activation=relu").task.data_dir == "/data/here"
+    own = member_config(config, "mnist task.data_dir=/elsewhere")
+    assert own.task.data_dir == "/elsewhere"
+    assert not hasattr(member_config(config, MEMBERS[0]).task, "data_dir")

@@ -30,12 +30,17 @@ its own problems per iteration, horizon, unroll, validation problems and remat p
 
 def member_config(config: Config, member: str) -> Config:
     """One member's config: its named config with its overrides, and the mixture's seed,
-    optimizer and shared meta-training settings (`SHARED_META_FIELDS`)."""
+    optimizer and shared meta-training settings (`SHARED_META_FIELDS`); a data task without a
+    data folder of its own reads the mixture's."""
     name, *overrides = member.split()
     try:
         own = load_config(name, overrides)
     except ConfigError as error:
         raise ConfigError(f"mixture member {member!r}: {error}") from None
+    if getattr(own.task, "data_dir", None) == "" and getattr(config.task, "data_dir", ""):
+        own = dataclasses.replace(  # the run's --data-dir serves every member
+            own, task=dataclasses.replace(own.task, data_dir=config.task.data_dir)
+        )
     shared = {field: getattr(config.meta, field) for field in SHARED_META_FIELDS}
     meta = dataclasses.replace(own.meta, **shared)
     return dataclasses.replace(
