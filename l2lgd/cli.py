@@ -537,6 +537,8 @@ def pretrained_command() -> None:
         evaluation = provenance.get("evaluation")
         if evaluation:
             typer.echo(f"  {_evaluation_line(evaluation)}")
+        if "suite" in provenance:
+            typer.echo(f"  {_suite_line(provenance['suite'])}")
         typer.echo(
             f"  use: l2l compare --task {provenance['config']['task']['name']} --learned {name}"
         )
@@ -554,6 +556,20 @@ def _evaluation_line(evaluation: dict[str, Any]) -> str:
         f"{comparison.test_seed}): final loss {learned.final_mean:.4g} "
         f"± {learned.final_ci95:.2g} vs {best.label} {best.final_mean:.4g} "
         f"(ratio {comparison.ratio_to_best_baseline(learned):.3f})"
+    )
+
+
+def _suite_line(suite: dict[str, Any]) -> str:
+    """One line of a shipped optimizer's held-out suite: on how many tasks it beat the best
+    tuned baseline, and each task's ratio to it."""
+    tasks = suite["tasks"]
+    ratios = ", ".join(
+        f"{task} {'diverged' if entry['ratio'] is None else format(entry['ratio'], '.2f')}"
+        for task, entry in tasks.items()
+    )
+    return (
+        f"held-out suite (seed {suite['test_seed']}): beats the best tuned baseline on "
+        f"{suite['wins']} of {len(tasks)} tasks; ratio per task: {ratios}"
     )
 
 

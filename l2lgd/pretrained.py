@@ -5,6 +5,8 @@ provenance holds, besides the training config, seed, iteration and code version:
 - `description`: one line on what it was trained for;
 - `evaluation`: the figures of `l2l compare` on held-out test problems (the learned optimizer's
   final mean loss with its 95% CI, each tuned baseline's, the ratio to the best baseline);
+- `suite` (optional): its ratio to the best tuned baseline on each task of a held-out suite
+  (`scripts/suite.py`'s suite.json), for an optimizer meant for many tasks;
 - `check`: a small evaluation (seed, problems, steps) and the mean final loss it gave, with a
   relative tolerance. `check_figure` recomputes it: tests run it for every shipped file, so a code
   change that silently alters what the weights do fails CI.
@@ -106,6 +108,7 @@ def package_pretrained(
     check: CheckSpec,
     out_dir: Path | None = None,
     learned_label: str | None = None,
+    suite: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a run's best weights as shipped optimizer `name`, with figures and a check figure.
 
@@ -117,6 +120,7 @@ def package_pretrained(
       check: the small evaluation whose result is stored and re-checked by the tests.
       out_dir: where to write (default: the package's weights folder).
       learned_label: which learned optimizer of the comparison is this run's, if it holds several.
+      suite: its held-out suite results (`scripts/suite.py`'s suite.json), if it has them.
 
     Returns:
       The written file.
@@ -136,6 +140,7 @@ def package_pretrained(
             "mean_final_loss": figure,
             "rtol": CHECK_RTOL,
         },
+        **({"suite": suite} if suite is not None else {}),
     }
     path = (out_dir or weights_dir()) / f"{name}{WEIGHTS_SUFFIX}"
     save_weights(path, weights, config, provenance)

@@ -13,6 +13,7 @@ To replace only the stored figures of a shipped optimizer with a new comparison 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from l2lgd.pretrained import CheckSpec, package_pretrained, read_provenance, refresh_evaluation
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument(
         "--learned-label", default=None, help="the run's label, if the comparison holds several"
     )
+    parser.add_argument("--suite", type=Path, help="scripts/suite.py's suite.json, to store")
     parser.add_argument("--check-seed", type=int, default=7, help="seed of the check problems")
     parser.add_argument("--check-problems", type=int, default=100)
     parser.add_argument("--check-steps", type=int, default=100)
@@ -44,8 +46,16 @@ def main() -> None:
     if args.run is None or args.description is None:
         parser.error("--run and --description are required unless --refresh")
     check = CheckSpec(args.check_seed, args.check_problems, args.check_steps)
+    suite = json.loads(args.suite.read_text()) if args.suite else None
     path = package_pretrained(
-        args.name, args.run, args.comparison, args.description, check, None, args.learned_label
+        args.name,
+        args.run,
+        args.comparison,
+        args.description,
+        check,
+        None,
+        args.learned_label,
+        suite,
     )
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     print(f"check figure: {read_provenance(args.name)['check']}")

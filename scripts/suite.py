@@ -14,6 +14,7 @@ Finished comparisons in --out are reused, so an interrupted suite resumes.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ablation import best_baseline, l2l, paired_ratio, ratio_cell
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/suite"))
     args = parser.parse_args()
     chosen = [task for task in args.tasks.split(",") if task] or list(SUITE)
-    rows, wins = [], 0
+    rows, wins, tasks = [], 0, {}
     for task in chosen:
         specialist = SUITE[task]
         out = args.out / task
@@ -56,6 +57,10 @@ def main() -> None:
         reference = best_baseline(comparison, {general, special})
         ratio = paired_ratio(comparison, general, reference)
         wins += ratio is not None and ratio[2] < 1
+        tasks[task] = {
+            "best_baseline": reference,
+            **dict(zip(("ratio", "low", "high"), ratio or (None, None, None), strict=True)),
+        }
         rows.append(
             f"| {task} | {reference} | {ratio_cell(comparison, general, reference)} | "
             f"{ratio_cell(comparison, special, reference)} ({specialist}) |"
@@ -70,6 +75,8 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     (args.out / "suite.md").write_text(table + "\n")
+    summary = {"test_seed": args.test_seed, "wins": wins, "tasks": tasks}
+    (args.out / "suite.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(table)
 
 

@@ -109,9 +109,13 @@ def test_package_pretrained_stores_figures_that_check_figure_reproduces(tmp_path
     compare(config, ["adam", "sgd"], [load_learned(run_dir)], comparison_dir)
     check = pretrained.CheckSpec(seed=3, num_problems=8, num_steps=10)
 
-    path = pretrained.package_pretrained("tiny", run_dir, comparison_dir, "a test", check, tmp_path)
+    suite = {"test_seed": 9, "wins": 1, "tasks": {"a": {"best_baseline": "adam", "ratio": 0.5}}}
+    path = pretrained.package_pretrained(
+        "tiny", run_dir, comparison_dir, "a test", check, tmp_path, suite=suite
+    )
 
     weights, _, provenance = load_weights(path)
+    assert provenance["suite"] == suite
     assert provenance["check"]["num_problems"] == 8
     assert provenance["evaluation"]["baselines"].keys() == {"adam", "sgd"}
     figure = pretrained.check_figure(weights, provenance, check)
@@ -241,3 +245,17 @@ def test_refresh_evaluation_replaces_the_figures_and_keeps_weights_and_check(tmp
     assert after["evaluation"]["ratio_to_best_baseline"] == pytest.approx(0.5)
     assert after["check"] == before["check"]
     assert jax.tree.all(jax.tree.map(np.array_equal, weights, before_weights))
+
+
+def test_the_suite_line_counts_wins_and_names_each_tasks_ratio():
+    from l2lgd.cli import _suite_line
+
+    suite = {
+        "test_seed": 5,
+        "wins": 1,
+        "tasks": {"quadratic": {"ratio": 0.512}, "mnist": {"ratio": None}},
+    }
+    assert _suite_line(suite) == (
+        "held-out suite (seed 5): beats the best tuned baseline on 1 of 2 tasks; "
+        "ratio per task: quadratic 0.51, mnist diverged"
+    )
