@@ -130,12 +130,6 @@ def ratio_cell(comparison: Comparison, label: str, reference: str) -> str:
     return "{:.2f} [{:.2f}, {:.2f}]".format(*ratio)
 
 
-def best_baseline(comparison: Comparison, learned: set[str]) -> str:
-    """The label of the baseline with the lowest mean final loss."""
-    baselines = [r for r in comparison.optimizers if r.label not in learned]
-    return min(baselines, key=lambda r: r.final_mean).label
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(VARIANTS), default="quadratic")
@@ -161,7 +155,7 @@ def main() -> None:
     references = []
     for setting, overrides in settings.items():
         comparison = compare(args.task, setting, overrides, list(runs.values()), args)
-        reference = best_baseline(comparison, set(labels.values()))
+        reference = comparison.best_baseline().label
         references.append(f"{setting}: {reference}")
         for name, label in labels.items():
             rows[name].append(ratio_cell(comparison, label, reference))

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ablation import best_baseline, l2l, paired_ratio, ratio_cell
+from ablation import l2l, paired_ratio, ratio_cell
 
 from l2lgd.results import load_comparison
 
@@ -54,7 +54,7 @@ def main() -> None:
             )  # fmt: skip
         comparison = load_comparison(out)
         general, special = (result.label for result in comparison.learned())
-        reference = best_baseline(comparison, {general, special})
+        reference = comparison.best_baseline().label
         ratio = paired_ratio(comparison, general, reference)
         wins += ratio is not None and ratio[2] < 1
         tasks[task] = {
