@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from l2lgd.errors import L2LError
+from l2lgd.optimizers.learned import lstm_architecture
 from l2lgd.optimizers.lstm import gate_scale_and_shift
 from l2lgd.sources import load_learned
 
@@ -43,10 +44,9 @@ class CoordinatewiseLSTMNet:
         self.preprocessing = config.preprocessing
         self.preprocessing_p = float(config.preprocessing_p)
         self.output_scale = float(config.output_scale)
-        momentum_decays = tuple(getattr(config, "momentum_decays", ()))
-        self.num_moments = 1 + len(momentum_decays) if self.preprocessing == "normalized" else 0
-        second_moment_decay = getattr(config, "second_moment_decay", 0.95)
-        self.moment_decays = torch.tensor([second_moment_decay, *momentum_decays])[:, None]
+        self.num_moments = lstm_architecture(config).num_moments
+        decays = [config.second_moment_decay, *config.momentum_decays]
+        self.moment_decays = torch.tensor(decays)[:, None]
         self.layers = [_dense(weights[f"lstm_{layer}"]) for layer in range(self.num_layers)]
         self.output = _dense(weights["output"])
         scale, shift = gate_scale_and_shift(self.hidden_size, np.float32)
@@ -208,9 +208,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
         grads = torch.cat([p.grad.reshape(-1).float() for p in params])
         joined = {key: torch.cat([self.state[p][key] for p in params], dim=-1) for key in keys}
         updates, state, moments = network.step(grads, joined[STATE_KEY], joined.get(MOMENTS_KEY))
-        new = {STATE_KEY: state, MOMENTS_KEY: moments}
         sizes = [p.numel() for p in params]
+        new = {STATE_KEY: state, MOMENTS_KEY: moments}
+        per_param = {key: new[key].split(sizes, dim=-1) for key in keys}
         for index, (p, update) in enumerate(zip(params, updates.split(sizes), strict=True)):
             p.add_(update.reshape(p.shape).to(p.dtype))
             for key in keys:
-                self.state[p][key] = new[key].split(sizes, dim=-1)[index].contiguous()
+                self.state[p][key] = per_param[key][index].contiguous()

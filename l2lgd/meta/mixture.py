@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from l2lgd.config import Config, ConfigError, load_config
+from l2lgd.config import Config, ConfigError, MixtureConfig, load_config
 
 SHARED_META_FIELDS = (
     "iterations",
@@ -44,7 +44,7 @@ def member_config(config: Config, member: str) -> Config:
     shared = {field: getattr(config.meta, field) for field in SHARED_META_FIELDS}
     meta = dataclasses.replace(own.meta, **shared)
     return dataclasses.replace(
-        own, seed=config.seed, optimizer=config.optimizer, meta=meta, mixture=type(config.mixture)()
+        own, seed=config.seed, optimizer=config.optimizer, meta=meta, mixture=MixtureConfig()
     ).validate()
 
 
