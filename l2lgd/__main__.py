@@ -1,5 +1,5 @@
 """`python -m l2lgd` runs the `l2l` command line."""
 
-from l2lgd.cli import main
+from l2lgd.launch import main
 
 main()

@@ -59,6 +59,15 @@ def cleanup_on_stop(cleanup: Callable[[], None]) -> Iterator[None]:
         _cleanups.remove(cleanup)
 
 
+def stop_on_signals() -> None:
+    """Makes SIGINT and SIGTERM stop the process at once from now on (a signal the parent process
+    ignores stays ignored). The `l2l` command calls it first, before importing JAX: a Ctrl-C
+    during that import could otherwise be swallowed ("Exception ignored") and the command run on."""
+    for number in EXIT_CODES:
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _stop)
+
+
 def run_interruptibly(body: Callable[[], T]) -> T:
     """Runs `body` in a worker thread and stops the process cleanly on SIGINT or SIGTERM.
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from l2lgd.evaluate import CurveSummary, ci95_half_width
+from l2lgd.jsonsafe import json_safe
 
 CURVES_FILE = "curves.json"
 SUMMARY_FILE = "summary.md"
@@ -85,7 +86,7 @@ class OptimizerResult:
                 )
                 for name, values in summary.test_metrics.items()
             },
-            tuning=None if tuning is None else _json_safe(tuning),
+            tuning=None if tuning is None else json_safe(tuning),
         )
 
 
@@ -362,12 +363,3 @@ def json_float(value: float) -> float | None:
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
     return [json_float(value) for value in np.asarray(values, np.float64)]
-
-
-def _json_safe(tree: Any) -> Any:
-    """Replaces inf and NaN (not valid JSON) by None and keys by strings, recursively."""
-    if isinstance(tree, dict):
-        return {str(key): _json_safe(value) for key, value in tree.items()}
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return None
-    return tree

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import subprocess
 from importlib import metadata
@@ -23,6 +22,7 @@ from typing import Any
 from l2lgd.atomic import write_atomically
 from l2lgd.config import Config, config_to_dict, load_config, save_config
 from l2lgd.errors import RunDirError
+from l2lgd.jsonsafe import json_safe
 from l2lgd.locks import clear_folder, is_empty
 
 CONFIG_FILE = "config.yaml"
@@ -75,20 +75,13 @@ def load_run_config(run_dir: Path) -> Config:
     return load_config(path)
 
 
-def _none_for_non_finite(value: Any) -> Any:
-    """A metric for strict JSON: inf and NaN (alone or in a list) become None."""
-    if isinstance(value, list):
-        return [_none_for_non_finite(item) for item in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def append_metrics(run_dir: Path, record: dict[str, Any], sync: bool = False) -> None:
     """Appends one JSON line to the run's metrics; `sync` makes it (and every line before) durable.
 
     Meta-training syncs before each training-state write, so that the metrics on disk are never
     behind the state a resumed run starts from.
     """
-    finite = {key: _none_for_non_finite(value) for key, value in record.items()}
+    finite = json_safe(record)
     with open(run_dir / METRICS_FILE, "a") as file:
         file.write(json.dumps(finite, allow_nan=False) + "\n")
         if sync:

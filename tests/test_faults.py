@@ -123,6 +123,23 @@ def test_a_signal_stops_a_long_computation_at_once_and_leaves_no_output(
     assert not out.exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("delay_s", [0.4, 1.2, 2.5])
+def test_a_ctrl_c_during_start_up_stops_the_command_at_once(tmp_path, delay_s):
+    # While JAX was being imported, a KeyboardInterrupt could be swallowed in one of its callbacks
+    # ("Exception ignored") and the command ran on, here for ever (measured at 1 s and 2 s).
+    out = tmp_path / "out"
+    process = start("evaluate", "--optimizer", "quadratic", *LONG_EVALUATION, "--out", out)
+    time.sleep(delay_s)
+
+    exit_code, stderr, seconds = stop_and_time(process, signal.SIGINT)
+
+    assert exit_code == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (SIGINT)"
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert seconds < STOP_WITHIN_S
+    assert not out.exists()
+
+
 # --- One writer per run (rows 11, 12) and the resume hint -------------------------------------
 
 

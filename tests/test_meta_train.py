@@ -99,10 +99,14 @@ def test_metrics_records_and_checkpoints_match_the_run(trained_run):
             assert math.isfinite(record["validation_loss"])
     assert not any("warning" in r for r in records)  # it learns: nothing to warn about
 
-    # on_iteration sees every trained iteration with the same numbers, plus progress fields.
+    # on_iteration sees every trained iteration with the same numbers, plus progress fields;
+    # the first also carries the untrained weights' validation loss, so the display shows it.
     assert [r["iteration"] for r in callback_records] == list(range(1, ITERATIONS + 1))
+    first_validation = records[1].get("validation_loss", records[0]["validation_loss"])
+    assert callback_records[0]["validation_loss"] == first_validation
     for seen, logged in zip(callback_records, records[1:], strict=True):
         assert seen["meta_loss"] == logged["meta_loss"]
+    for seen, logged in zip(callback_records[1:], records[2:], strict=True):
         assert seen.get("validation_loss") == logged.get("validation_loss")
     assert callback_records[-1]["eta_s"] == 0
 

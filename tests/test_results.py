@@ -9,6 +9,7 @@ import pytest
 
 from l2lgd import pretrained
 from l2lgd.evaluate import CurveSummary
+from l2lgd.jsonsafe import json_safe
 from l2lgd.results import (
     CURVES_FILE,
     SUMMARY_FILE,
@@ -239,3 +240,10 @@ def test_shipped_figures_load_and_give_back_the_same_record(name):
     (learned,) = comparison.learned()
     assert figures_record(comparison, learned) == evaluation
     assert comparison.ratio_to_best_baseline(learned) == evaluation["ratio_to_best_baseline"]
+
+
+def test_json_safe_makes_strict_json_through_dicts_and_lists():
+    tree = {1.0: [math.inf, (0.5, math.nan)], "loss": -math.inf, "ok": 2.0, "name": "adam"}
+    safe = json_safe(tree)
+    assert safe == {"1.0": [None, [0.5, None]], "loss": None, "ok": 2.0, "name": "adam"}
+    json.dumps(safe, allow_nan=False)  # raises on any inf or NaN left

@@ -78,6 +78,8 @@ def meta_train(
     meta_state = init_meta_state(initial_weights, config.meta)
     progress = TrainingProgress()
     warn = (on_warning or _print_warning) if is_primary() else _ignore_warning
+    # The untrained weights' validation reaches the display with the first iteration's record.
+    untrained_validation: dict[str, Any] = {}
     if resume:
         meta_state, progress, fallback_note = load_training_state(run_dir, meta_state)
         if is_primary():
@@ -87,12 +89,15 @@ def meta_train(
                 runs.training_state_path(run_dir).unlink(missing_ok=True)
             runs.truncate_metrics(run_dir, progress.iteration)
     else:
-        _validate_and_save(run_dir, config, meta_state, progress, program.validate, None)
+        scores = _validate_and_save(run_dir, config, meta_state, progress, program.validate, None)
+        untrained_validation = {"validation_loss": scores["validation_loss"]}
 
     start = time.perf_counter()
     start_iteration = progress.iteration
 
     def report(record: dict[str, Any]) -> None:
+        nonlocal untrained_validation
+        record, untrained_validation = untrained_validation | record, {}
         if on_iteration is not None:
             done = record["iteration"] - start_iteration
             eta = (
