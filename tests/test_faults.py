@@ -39,9 +39,23 @@ def l2l(*args: str | Path):
 
 
 def start(*args: str | Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Starts `l2l ARGS` as a real process (optionally behind a command prefix)."""
+    """Starts `l2l ARGS` as a real process (optionally behind a command prefix), as a shell
+    starts a foreground command: SIGINT and SIGTERM at their defaults even where the tests run
+    as a background job, whose children inherit an ignored SIGINT (and rightly keep ignoring it)."""
     command = [*prefix, sys.executable, "-m", "l2lgd", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signal_handlers,
+    )
+
+
+def default_signal_handlers() -> None:
+    """In the child, before exec: SIGINT and SIGTERM back to their default actions."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
