@@ -21,7 +21,7 @@ setup: $(STAMP)
 test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile  # two workers, one per core; a file's tests stay together
 
 lint: setup
 	$(BIN)/ruff check .
