@@ -38,24 +38,23 @@ def l2l(*args: str | Path):
     return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
+# Puts SIGINT and SIGTERM back to their defaults, then execs the rest of its arguments. Run as a
+# background job, the tests' children would inherit an ignored SIGINT (and rightly keep ignoring
+# it); a preexec_fn would do the same but run Python in a fork of the multithreaded test process.
+DEFAULT_SIGNALS = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for number in (signal.SIGINT, signal.SIGTERM): signal.signal(number, signal.SIG_DFL)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)
+
+
 def start(*args: str | Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
     """Starts `l2l ARGS` as a real process (optionally behind a command prefix), as a shell
-    starts a foreground command: SIGINT and SIGTERM at their defaults even where the tests run
-    as a background job, whose children inherit an ignored SIGINT (and rightly keep ignoring it)."""
-    command = [*prefix, sys.executable, "-m", "l2lgd", *map(str, args)]
-    return subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_signal_handlers,
-    )
-
-
-def default_signal_handlers() -> None:
-    """In the child, before exec: SIGINT and SIGTERM back to their default actions."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_DFL)
+    starts a foreground command: SIGINT and SIGTERM at their defaults."""
+    command = [*prefix, *DEFAULT_SIGNALS, sys.executable, "-m", "l2lgd", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
