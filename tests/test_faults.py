@@ -38,23 +38,29 @@ def l2l(*args: str | Path):
     return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
-# Puts SIGINT and SIGTERM back to their defaults, then execs the rest of its arguments. Run as a
-# background job, the tests' children would inherit an ignored SIGINT (and rightly keep ignoring
-# it); a preexec_fn would do the same but run Python in a fork of the multithreaded test process.
-DEFAULT_SIGNALS = (
-    sys.executable,
-    "-c",
-    "import os, signal, sys\n"
-    "for number in (signal.SIGINT, signal.SIGTERM): signal.signal(number, signal.SIG_DFL)\n"
-    "os.execv(sys.argv[1], sys.argv[1:])",
-)
+def signal_dispositions(sigint: str) -> tuple[str, ...]:
+    """A command prefix that sets SIGINT to `sigint` (SIG_DFL or SIG_IGN) and SIGTERM to its
+    default, then execs the rest of its arguments. Run as a background job, the tests' children
+    would otherwise inherit an ignored SIGINT; a preexec_fn could set it too, but would run Python
+    in a fork of the multithreaded test process."""
+    code = (
+        "import os, signal, sys\n"
+        f"signal.signal(signal.SIGINT, signal.{sigint})\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return (sys.executable, "-c", code)
 
 
-def start(*args: str | Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Starts `l2l ARGS` as a real process (optionally behind a command prefix), as a shell
-    starts a foreground command: SIGINT and SIGTERM at their defaults."""
-    command = [*prefix, *DEFAULT_SIGNALS, sys.executable, "-m", "l2lgd", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(
+    *args: str | Path, prefix: tuple[str, ...] = (), sigint: str = "SIG_DFL"
+) -> subprocess.Popen:
+    """Starts `l2l ARGS` as a real process (optionally behind a command prefix), by default as a
+    shell starts a foreground command: SIGINT and SIGTERM at their defaults."""
+    command = [*prefix, *signal_dispositions(sigint), sys.executable, "-m", "l2lgd"]
+    return subprocess.Popen(
+        [*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -149,6 +155,26 @@ def test_a_ctrl_c_during_start_up_stops_the_command_at_once(tmp_path, delay_s):
     assert exit_code == 130, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted (SIGINT)"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert seconds < STOP_WITHIN_S
+    assert not out.exists()
+
+
+def test_a_background_job_that_ignores_sigint_keeps_ignoring_it_and_stops_on_sigterm(tmp_path):
+    # A shell starts a background job with SIGINT ignored, so that a Ctrl-C at the terminal
+    # leaves it running; l2l must not undo that when it sets its own handlers.
+    out = tmp_path / "out"
+    process = start(
+        "evaluate", "--optimizer", "quadratic", *LONG_EVALUATION, "--out", out, sigint="SIG_IGN"
+    )
+    time.sleep(8)  # past start-up, inside one long compiled computation
+    process.send_signal(signal.SIGINT)
+    time.sleep(2)
+    assert process.poll() is None, finish(process)[1]
+
+    exit_code, stderr, seconds = stop_and_time(process, signal.SIGTERM)
+
+    assert exit_code == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)"
     assert seconds < STOP_WITHIN_S
     assert not out.exists()
 
