@@ -98,6 +98,17 @@ def stop_and_time(process: subprocess.Popen, number: int) -> tuple[int, str, flo
     return code, stderr, time.monotonic() - sent
 
 
+def assert_stops_at_once(process: subprocess.Popen, number: int, code: int, out: Path) -> None:
+    """Signal `number` ends `process` within STOP_WITHIN_S with exit `code` and one closing line
+    naming the signal, no traceback, and no output folder `out` (nothing half-written)."""
+    exit_code, stderr, seconds = stop_and_time(process, number)
+    assert exit_code == code, stderr
+    assert stderr.strip().splitlines()[-1] == f"interrupted ({signal.Signals(number).name})"
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert seconds < STOP_WITHIN_S
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished tiny meta-training run, evaluated (RUN/eval exists)."""
@@ -133,13 +144,7 @@ def test_a_signal_stops_a_long_computation_at_once_and_leaves_no_output(
     time.sleep(8)  # past start-up, inside one long compiled computation
     assert process.poll() is None, finish(process)[1]
 
-    exit_code, stderr, seconds = stop_and_time(process, number)
-
-    assert exit_code == code, stderr
-    assert stderr.strip().splitlines()[-1] == f"interrupted ({signal.Signals(number).name})"
-    assert "Traceback" not in stderr
-    assert seconds < STOP_WITHIN_S
-    assert not out.exists()  # nothing half-written
+    assert_stops_at_once(process, number, code, out)
 
 
 @pytest.mark.parametrize("delay_s", [0.4, 1.2, 2.5])
@@ -150,13 +155,7 @@ def test_a_ctrl_c_during_start_up_stops_the_command_at_once(tmp_path, delay_s):
     process = start("evaluate", "--optimizer", "quadratic", *LONG_EVALUATION, "--out", out)
     time.sleep(delay_s)
 
-    exit_code, stderr, seconds = stop_and_time(process, signal.SIGINT)
-
-    assert exit_code == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted (SIGINT)"
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr
-    assert seconds < STOP_WITHIN_S
-    assert not out.exists()
+    assert_stops_at_once(process, signal.SIGINT, 130, out)
 
 
 def test_a_background_job_that_ignores_sigint_keeps_ignoring_it_and_stops_on_sigterm(tmp_path):
@@ -171,12 +170,7 @@ def test_a_background_job_that_ignores_sigint_keeps_ignoring_it_and_stops_on_sig
     time.sleep(2)
     assert process.poll() is None, finish(process)[1]
 
-    exit_code, stderr, seconds = stop_and_time(process, signal.SIGTERM)
-
-    assert exit_code == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)"
-    assert seconds < STOP_WITHIN_S
-    assert not out.exists()
+    assert_stops_at_once(process, signal.SIGTERM, 143, out)
 
 
 # --- One writer per run (rows 11, 12) and the resume hint -------------------------------------
