@@ -71,7 +71,9 @@ CONFIG_SUFFIX = ".yaml"
 class QuadraticTaskConfig:
     """Random quadratics f(theta) = loss_scale ||W theta - y||^2 of `dim` dimensions
     (`l2lgd.tasks.quadratic`): `variant` "paper", "deepmind" or "conditioned" (how W and y are
-    drawn; "conditioned" gives the Hessian `condition_number`); initial theta ~ N(0, init_std^2)."""
+    drawn; "conditioned" gives the Hessian `condition_number`); initial theta ~ N(0, init_std^2).
+    `loss_scale_spread` s > 1 multiplies each problem's loss by its own factor, log-uniform in
+    [1/s, s]."""
 
     name: str = "quadratic"
     variant: str = "paper"
@@ -79,6 +81,7 @@ class QuadraticTaskConfig:
     init_std: float = 0.01
     condition_number: float = 1.0
     loss_scale: float = 1.0
+    loss_scale_spread: float = 1.0
 
     def validate(self) -> None:
         _check_family("task.name", self.name, "quadratic")
@@ -87,6 +90,7 @@ class QuadraticTaskConfig:
         _check_range("task.init_std", self.init_std, low=0.0)
         _check_range("task.condition_number", self.condition_number, low=1.0)
         _check_range("task.loss_scale", self.loss_scale, low=0.0, strict=True)
+        _check_range("task.loss_scale_spread", self.loss_scale_spread, low=1.0)
         if self.condition_number != 1.0 and self.variant != "conditioned":
             raise ConfigError(
                 "task.condition_number applies to task.variant 'conditioned' only, "
@@ -222,7 +226,8 @@ class LSTMConfig:
     linear output), its input `preprocessing` ("none"; the paper's "log_sign" with
     `preprocessing_p`; or "normalized": the gradient and its running means at
     `momentum_decays`, over the running root mean square at `second_moment_decay`, inputs that
-    do not change when the loss is rescaled) and `output_scale` (update = output x scale).
+    do not change when the loss is rescaled, plus with `log_rms_feature` the log of that RMS
+    over `preprocessing_p`) and `output_scale` (update = output x scale).
 
     `groups` "none" shares one LSTM across all parameters; a rule set of
     `l2lgd.optimizers.groups.GROUP_RULES` ("conv_fc": the paper's CIFAR split) gives each group of
@@ -237,6 +242,7 @@ class LSTMConfig:
     output_scale: float = 1.0
     second_moment_decay: float = 0.95
     momentum_decays: tuple[float, ...] = ()
+    log_rms_feature: bool = False
     groups: str = "none"
 
     def validate(self) -> None:
@@ -257,6 +263,11 @@ class LSTMConfig:
             if decay >= 1.0:
                 raise ConfigError(f"optimizer.{name} must be < 1, got {decay}")
         _check_choice("optimizer.groups", self.groups, PARAMETER_GROUPS)
+        if self.log_rms_feature and self.preprocessing != "normalized":
+            raise ConfigError(
+                "optimizer.log_rms_feature needs optimizer.preprocessing 'normalized', "
+                f"got {self.preprocessing!r}"
+            )
 
 
 @dataclass(frozen=True)

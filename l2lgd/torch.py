@@ -45,6 +45,7 @@ class CoordinatewiseLSTMNet:
         self.preprocessing_p = float(config.preprocessing_p)
         self.output_scale = float(config.output_scale)
         self.num_moments = lstm_architecture(config).num_moments
+        self.log_rms_feature = bool(getattr(config, "log_rms_feature", False))
         decays = [config.second_moment_decay, *config.momentum_decays]
         self.moment_decays = torch.tensor(decays)[:, None]
         self.layers = [_dense(weights[f"lstm_{layer}"]) for layer in range(self.num_layers)]
@@ -70,7 +71,8 @@ class CoordinatewiseLSTMNet:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The "normalized" preprocessing: the new running moments (mean square, then one mean
         per momentum decay; a coordinate starts at its first nonzero gradient) and the inputs,
-        the gradient and momenta over the root mean square (0 where that is 0)."""
+        the gradient and momenta over the root mean square (0 where that is 0), then with
+        `log_rms_feature` log(RMS) / p (-1 below e^-p; `preprocess.log_rms_feature`)."""
         targets = torch.cat([grads[None] ** 2, grads.expand(self.num_moments - 1, -1)])
         averaged = self.moment_decays * moments + (1 - self.moment_decays) * targets
         moments = torch.where(moments[0] == 0, targets, averaged)
@@ -78,7 +80,14 @@ class CoordinatewiseLSTMNet:
         inverse_rms = torch.where(
             mean_square > 0, mean_square.clamp_min(torch.finfo(mean_square.dtype).tiny).rsqrt(), 0.0
         )
-        return torch.cat([grads[None], moments[1:]]) * inverse_rms, moments
+        features = torch.cat([grads[None], moments[1:]]) * inverse_rms
+        if self.log_rms_feature:
+            p = self.preprocessing_p
+            is_large = mean_square >= math.exp(-2.0 * p)
+            safe = torch.where(is_large, mean_square, torch.ones_like(mean_square))
+            log_rms = torch.where(is_large, 0.5 * torch.log(safe) / p, -1.0)
+            features = torch.cat([features, log_rms[None]])
+        return features, moments
 
     def step(
         self, grads: torch.Tensor, state: torch.Tensor, moments: torch.Tensor | None = None

@@ -1,5 +1,6 @@
 """Optimizers: preprocessing, the coordinatewise LSTM against a NumPy LSTM, the optax wrapper, baselines."""
 
+import dataclasses
 import functools
 
 import jax
@@ -141,7 +142,7 @@ def random_weights(config, seed=0, scale=0.5):
         bias = scale * rng.normal(size=fan_out)
         return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
-    inputs = num_features(config.preprocessing, config.momentum_decays)
+    inputs = num_features(config.preprocessing, config.momentum_decays, config.log_rms_feature)
     weights = {"lstm_0": dense(inputs + hidden, gates)}
     for layer in range(1, config.num_layers):
         weights[f"lstm_{layer}"] = dense(2 * hidden, gates)
@@ -342,13 +343,24 @@ def test_normalized_features_match_the_running_moments_formula():
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(features)[:, 0] == 0.0)
 
+    with_log_rms = normalized_features(jnp.asarray(steps[-1]), moments, log_rms_p=2.0)
+    np.testing.assert_allclose(with_log_rms[:3], expected, rtol=1e-5, atol=1e-6)
+    # log(RMS) / p from the mean square's definition; -1 where it is below e^-p (coordinate 0)
+    mean_square = np.asarray(moments[0], np.float64)
+    with np.errstate(divide="ignore"):
+        log_rms = np.where(mean_square >= np.exp(-4.0), 0.5 * np.log(mean_square) / 2.0, -1.0)
+    np.testing.assert_allclose(with_log_rms[3], log_rms, rtol=1e-5, atol=1e-6)
+    scale_row = np.asarray(with_log_rms[3])
+    assert scale_row[0] == -1.0 and (scale_row[1:] == -1.0).any() and (scale_row > -1.0).any()
+
 
 @pytest.mark.parametrize("loss_scale", [1e-4, 1e3])
 def test_normalized_updates_do_not_change_when_the_loss_is_rescaled(loss_scale):
     """The gradients times c give the same updates with "normalized", and not with "log_sign"
     (so this check can fail)."""
     grads = [{"w": jnp.asarray(random_gradients(t, (NUM_COORDINATES,)))} for t in range(4)]
-    for config, invariant in [(NORMALIZED, True), (CONFIG, False)]:
+    with_log_rms = dataclasses.replace(NORMALIZED, log_rms_feature=True)
+    for config, invariant in [(NORMALIZED, True), (CONFIG, False), (with_log_rms, False)]:
         opt = learned_optimizer(random_weights(config), config)
         runs = []
         for scale in (1.0, loss_scale):
@@ -404,6 +416,7 @@ def test_vectorized_normalized_optimizer_equals_each_problem_alone(config):
         ({"kind": "ntm_lbfgs", "preprocessing": "normalized"}, "kinds lstm and lstm_gac"),
         ({"second_moment_decay": 1.0}, "second_moment_decay must be < 1"),
         ({"momentum_decays": (0.9, -0.1)}, r"momentum_decays\[\] must be >= 0"),
+        ({"log_rms_feature": True, "preprocessing": "log_sign"}, "needs optimizer.preprocessing"),
     ],
 )
 def test_normalized_configs_reject_what_cannot_run(changes, message):

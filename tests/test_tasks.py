@@ -158,10 +158,28 @@ def test_loss_scale_multiplies_the_loss_and_its_gradient():
     np.testing.assert_allclose(grad, 1e-3 * numpy_grad(W[0], y[0], theta), rtol=1e-4, atol=1e-9)
 
 
+def test_loss_scale_spread_gives_each_problem_a_log_uniform_factor():
+    """Each problem's loss is its unscaled problem's (same key) times a factor c: the losses'
+    ratio is c at every theta, and log c is uniform on [-log 100, log 100]."""
+    keys = jax.random.split(jax.random.key(5), 2000)
+    plain, spread = QuadraticTask(dim=4), QuadraticTask(dim=4, loss_scale_spread=100.0)
+    unscaled, scaled = (jax.vmap(task.sample_problem)(keys) for task in (plain, spread))
+    thetas = jax.random.normal(jax.random.key(6), (2, 2000, 4))
+    losses = jax.vmap(jax.vmap(plain.loss, (0, 0, None)), (0, None, None))
+    ratios = np.asarray(losses(thetas, scaled, keys[0]) / losses(thetas, unscaled, keys[0]))
+    np.testing.assert_allclose(ratios[0], ratios[1], rtol=1e-4)  # one factor per problem
+    log_factors = np.log(ratios[0]) / np.log(100.0)
+    assert log_factors.min() >= -1.0 - 1e-5 and log_factors.max() <= 1.0 + 1e-5
+    np.testing.assert_allclose(np.histogram(log_factors, bins=4, range=(-1, 1))[0], 500, rtol=0.2)
+
+
 def test_make_task_passes_conditioning_and_scale_through():
-    config = QuadraticTaskConfig(variant="conditioned", condition_number=50.0, loss_scale=0.1)
+    config = QuadraticTaskConfig(
+        variant="conditioned", condition_number=50.0, loss_scale=0.1, loss_scale_spread=3.0
+    )
     task = make_task(config)
     assert (task.variant, task.condition_number, task.loss_scale) == ("conditioned", 50.0, 0.1)
+    assert task.loss_scale_spread == 3.0
 
 
 @pytest.mark.parametrize(
@@ -170,6 +188,7 @@ def test_make_task_passes_conditioning_and_scale_through():
         ({"variant": "conditioned", "condition_number": 0.5}, "condition_number"),
         ({"variant": "paper", "condition_number": 10.0}, "'conditioned' only"),
         ({"loss_scale": 0.0}, "loss_scale"),
+        ({"loss_scale_spread": 0.5}, "loss_scale_spread"),
     ],
 )
 def test_quadratic_config_rejects_bad_conditioning_or_scale(fields, message):

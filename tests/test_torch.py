@@ -78,8 +78,9 @@ def _torch_run(path, params, scales, groups=None):
         LSTMGACConfig(gac_cells=5),
         LSTMConfig(preprocessing="normalized", momentum_decays=(0.5, 0.9), output_scale=0.1),
         LSTMGACConfig(preprocessing="normalized", gac_cells=5, output_scale=0.1),
+        LSTMConfig(preprocessing="normalized", log_rms_feature=True, output_scale=0.1),
     ],
-    ids=["lstm_log_sign", "gac", "lstm_normalized", "gac_normalized"],
+    ids=["lstm_log_sign", "gac", "lstm_normalized", "gac_normalized", "lstm_log_rms"],
 )
 def test_torch_matches_jax_over_20_steps(config, tmp_path):
     weights = _random_weights(config)

@@ -28,6 +28,7 @@ def lstm_architecture(config: LSTMConfig) -> LSTMArchitecture:
         output_scale=config.output_scale,
         second_moment_decay=config.second_moment_decay,
         momentum_decays=config.momentum_decays,
+        log_rms_feature=config.log_rms_feature,
     )
 
 

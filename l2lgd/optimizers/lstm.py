@@ -207,6 +207,8 @@ class LSTMArchitecture:
       output_scale: the LSTM's output times this is the update.
       second_moment_decay: the decay of "normalized"'s running mean square.
       momentum_decays: "normalized" also feeds one running mean of the gradient per decay.
+      log_rms_feature: "normalized" also feeds the log of the running RMS over
+        `preprocessing_p` (`l2lgd.optimizers.preprocess.log_rms_feature`): the gradient's scale.
     """
 
     hidden_size: int = 20
@@ -217,6 +219,7 @@ class LSTMArchitecture:
     output_scale: float = 1.0
     second_moment_decay: float = 0.95
     momentum_decays: tuple[float, ...] = ()
+    log_rms_feature: bool = False
 
     @property
     def num_moments(self) -> int:
@@ -225,7 +228,8 @@ class LSTMArchitecture:
 
     def init_weights(self, key: jax.Array) -> dict[str, Any]:
         """Random initial LSTM weights (a flax params dict); the output layer starts at zero."""
-        inputs = jnp.zeros((num_features(self.preprocessing, self.momentum_decays), 1))
+        features = num_features(self.preprocessing, self.momentum_decays, self.log_rms_feature)
+        inputs = jnp.zeros((features, 1))
         return self.module().init(key, inputs, self.zero_state(1))["params"]
 
     def transformation(
@@ -342,7 +346,8 @@ def lstm_optimizer(
             moments = update_moments(
                 grads, moments, architecture.second_moment_decay, architecture.momentum_decays
             )
-            features = normalized_features(grads, moments)
+            log_rms_p = architecture.preprocessing_p if architecture.log_rms_feature else None
+            features = normalized_features(grads, moments, log_rms_p)
         updates, lstm_state = lstm_on_features(weights, architecture, features, lstm_state)
         return updates, jax.tree.map(lambda x: x.astype(stored), (lstm_state, moments))
 

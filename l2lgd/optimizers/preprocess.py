@@ -41,10 +41,12 @@ def preprocess(grad: jax.Array, kind: str, p: float) -> jax.Array:
     return grad[..., None]
 
 
-def num_features(kind: str, momentum_decays: tuple[float, ...] = ()) -> int:
+def num_features(
+    kind: str, momentum_decays: tuple[float, ...] = (), log_rms_feature: bool = False
+) -> int:
     """How many input features per coordinate a preprocessing produces."""
     if kind == "normalized":
-        return 1 + len(momentum_decays)
+        return 1 + len(momentum_decays) + int(log_rms_feature)
     return 2 if kind == "log_sign" else 1
 
 
@@ -74,11 +76,26 @@ def update_moments(
     return jnp.where(moments[0] == 0, targets, averaged)
 
 
-def normalized_features(grad: jax.Array, moments: jax.Array) -> jax.Array:
+def normalized_features(
+    grad: jax.Array, moments: jax.Array, log_rms_p: float | None = None
+) -> jax.Array:
     """(1 + momenta, coordinates) LSTM inputs: the gradient and each momentum divided by the
     root mean square (`update_moments`' row 0); 0 where that is 0. Multiplying the loss by any
-    c > 0 leaves them unchanged."""
+    c > 0 leaves them unchanged. With `log_rms_p`, one more row: `log_rms_feature`."""
     mean_square = moments[0]
     has_scale = mean_square > 0
     inverse_rms = jnp.where(has_scale, jax.lax.rsqrt(jnp.where(has_scale, mean_square, 1.0)), 0.0)
-    return jnp.concatenate([grad[None], moments[1:]]) * inverse_rms
+    features = jnp.concatenate([grad[None], moments[1:]]) * inverse_rms
+    if log_rms_p is None:
+        return features
+    return jnp.concatenate([features, log_rms_feature(mean_square, log_rms_p)])
+
+
+def log_rms_feature(mean_square: jax.Array, p: float) -> jax.Array:
+    """(1, coordinates): log(running RMS) / p, and -1 where the RMS is below e^-p, as log/sign's
+    first feature treats |g|. It hands back the scale that the normalized inputs remove, for an
+    LSTM meta-trained over a range of scales to use where the scale tells the step that fits."""
+    is_large = mean_square >= jnp.exp(-2.0 * p)
+    # The `where` guards log(0) in the unused branch so that its gradient stays finite.
+    safe = jnp.where(is_large, mean_square, 1.0)
+    return jnp.where(is_large, 0.5 * jnp.log(safe) / p, -1.0)[None]

@@ -60,6 +60,7 @@ def _host_task(config: TaskConfig) -> Task:
             init_std=config.init_std,
             condition_number=config.condition_number,
             loss_scale=config.loss_scale,
+            loss_scale_spread=config.loss_scale_spread,
         )
     if config.name == "mnist":
         return MLPTask(

@@ -8,6 +8,9 @@ Three variants:
     has exactly that condition number; y standard Gaussian. It probes ill-conditioning.
 In all, theta0 ~ N(0, init_std^2) (the original code uses init_std = 0.01). `loss_scale`
 multiplies the loss, and so every gradient: a probe of an optimizer's dependence on gradient scale.
+With `loss_scale_spread` s > 1, each problem's loss is also multiplied by its own factor, drawn
+log-uniformly from [1/s, s] (folded into W and y as its square root), so that meta-training sees
+a range of scales.
 """
 
 from __future__ import annotations
@@ -35,9 +38,21 @@ class QuadraticTask:
     init_std: float = struct.field(pytree_node=False, default=0.01)
     condition_number: float = struct.field(pytree_node=False, default=1.0)
     loss_scale: float = struct.field(pytree_node=False, default=1.0)
+    loss_scale_spread: float = struct.field(pytree_node=False, default=1.0)
 
     def sample_problem(self, key: jax.Array) -> QuadraticProblem:
-        """Draws W and y for one problem."""
+        """Draws W and y for one problem, times the square root of its own loss-scale factor
+        when `loss_scale_spread` > 1 (the key's split for W and y is the same either way)."""
+        problem = self.sample_unscaled_problem(key)
+        if self.loss_scale_spread == 1.0:
+            return problem
+        log_spread = jnp.log(self.loss_scale_spread)
+        log_factor = jax.random.uniform(jax.random.fold_in(key, 2), (), minval=-1.0) * log_spread
+        root = jnp.exp(0.5 * log_factor)
+        return QuadraticProblem(root * problem.W, root * problem.y)
+
+    def sample_unscaled_problem(self, key: jax.Array) -> QuadraticProblem:
+        """Draws W and y for one problem, as its variant says."""
         key_w, key_y = jax.random.split(key)
         shape_w, shape_y = (self.dim, self.dim), (self.dim,)
         if self.variant == "conditioned":
