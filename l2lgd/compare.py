@@ -22,7 +22,13 @@ from l2lgd.evaluate import CurveSummary, baseline_curves, evaluate_baseline, eva
 from l2lgd.optimizers.baselines import check_baseline_name
 from l2lgd.outputs import OutputFolder, claimed_output_folder
 from l2lgd.plot import plot_curves
-from l2lgd.results import CURVES_FILE, Comparison, OptimizerResult, save_comparison
+from l2lgd.results import (
+    CURVES_FILE,
+    GRID_EDGE,
+    Comparison,
+    OptimizerResult,
+    save_comparison,
+)
 from l2lgd.rollout import final_mean_loss
 from l2lgd.seeds import TEST_STREAM, TUNING_STREAM, stream_key
 from l2lgd.sources import LearnedOptimizer, load_learned
@@ -194,8 +200,9 @@ def compare_optimizers(
                 config.eval.test_metrics,
             )
         )
+        edge = "" if search.best_is_interior else f" ({GRID_EDGE}: widen eval.lr_min/lr_max)"
         progress.done(
-            f"{name}: tuned lr {search.best_learning_rate:.3g}, final mean loss "
+            f"{name}: tuned lr {search.best_learning_rate:.3g}{edge}, final mean loss "
             f"{summaries[-1].final_mean():.4g}"
         )
     return summaries, tuning

@@ -24,6 +24,12 @@ from l2lgd.jsonsafe import json_safe
 
 CURVES_FILE = "curves.json"
 SUMMARY_FILE = "summary.md"
+GRID_EDGE = "grid edge"
+GRID_EDGE_NOTE = (
+    f"{GRID_EDGE}: the tuned rate is the last one tried on its side of the grid (every rate "
+    "diverged, or the grid's extensions ran out), so that baseline may be under-tuned: widen "
+    "eval.lr_min / eval.lr_max."
+)
 TUNING_FILE = "tuning.json"
 
 
@@ -64,6 +70,12 @@ class OptimizerResult:
     def diverged(self) -> bool:
         """Whether the final loss is inf or NaN on some test problem."""
         return not math.isfinite(self.final_mean)
+
+    @property
+    def tuned_on_grid_edge(self) -> bool:
+        """Whether this baseline's tuned rate is the last its search tried on one side (the
+        extensions ran out, or every rate diverged): a better rate may lie beyond it."""
+        return self.tuning is not None and not self.tuning.get("best_is_interior", True)
 
     @classmethod
     def from_summary(
@@ -257,11 +269,15 @@ def summary_table(comparison: Comparison) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in comparison.optimizers:
         lr = "learned" if result.learned else f"{result.learning_rate:.3g}"
+        if result.tuned_on_grid_edge:
+            lr += f" ({GRID_EDGE})"
         cells = [result.label, lr, *_final_loss_cells(comparison, result)]
         for name in metric_names:
             metric = result.test_metrics.get(name)
             cells.append("" if metric is None else f"{metric.mean:.4g} ± {metric.ci95:.2g}")
         lines.append("| " + " | ".join(cells) + " |")
+    if any(result.tuned_on_grid_edge for result in comparison.optimizers):
+        lines += ["", GRID_EDGE_NOTE]
     return "\n".join(lines) + "\n"
 
 

@@ -54,7 +54,8 @@ def main() -> None:
             )  # fmt: skip
         comparison = load_comparison(out)
         general, special = (result.label for result in comparison.learned())
-        reference = comparison.best_baseline().label
+        best = comparison.best_baseline()
+        reference = best.label
         ratio = paired_ratio(comparison, general, reference)
         wins += ratio is not None and ratio[2] < 1
         tasks[task] = {
@@ -62,7 +63,8 @@ def main() -> None:
             **dict(zip(("ratio", "low", "high"), ratio or (None, None, None), strict=True)),
         }
         rows.append(
-            f"| {task} | {reference} | {ratio_cell(comparison, general, reference)} | "
+            f"| {task} | {reference}{' (grid edge)' * best.tuned_on_grid_edge} | "
+            f"{ratio_cell(comparison, general, reference)} | "
             f"{ratio_cell(comparison, special, reference)} ({specialist}) |"
         )
     lines = [

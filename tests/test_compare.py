@@ -15,7 +15,7 @@ from l2lgd.compare import (
 )
 from l2lgd.config import EvalConfig, with_overrides
 from l2lgd.evaluate import baseline_curves
-from l2lgd.results import TUNING_FILE
+from l2lgd.results import GRID_EDGE, GRID_EDGE_NOTE, SUMMARY_FILE, TUNING_FILE
 from l2lgd.seeds import TUNING_STREAM, stream_key
 from l2lgd.tasks import make_task
 
@@ -128,3 +128,14 @@ def test_tuning_json_records_the_final_grid_and_its_growth(tiny_config, tmp_path
     assert record["best_learning_rate"] == min(finite, key=finite.get)
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert curves["optimizers"]["sgd"]["learning_rate"] == record["best_learning_rate"]
+
+
+def test_summary_marks_a_baseline_tuned_on_the_grid_edge(tiny_config, tmp_path):
+    """The capped search's rate is flagged in summary.md, with a note; an interior one is not."""
+    compare(with_overrides(tiny_config, FAR_TOO_SMALL), ["sgd"], [], tmp_path / "edge")
+    compare(with_overrides(tiny_config, TOO_SMALL), ["sgd"], [], tmp_path / "interior")
+    edge = (tmp_path / "edge" / SUMMARY_FILE).read_text()
+    interior = (tmp_path / "interior" / SUMMARY_FILE).read_text()
+    sgd_row = next(line for line in edge.splitlines() if line.startswith("| sgd |"))
+    assert f"({GRID_EDGE})" in sgd_row and GRID_EDGE_NOTE in edge
+    assert GRID_EDGE not in interior
