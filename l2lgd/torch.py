@@ -45,7 +45,7 @@ class CoordinatewiseLSTMNet:
         self.preprocessing_p = float(config.preprocessing_p)
         self.output_scale = float(config.output_scale)
         self.num_moments = lstm_architecture(config).num_moments
-        self.log_rms_feature = bool(getattr(config, "log_rms_feature", False))
+        self.log_rms_feature = config.log_rms_feature
         decays = [config.second_moment_decay, *config.momentum_decays]
         self.moment_decays = torch.tensor(decays)[:, None]
         self.layers = [_dense(weights[f"lstm_{layer}"]) for layer in range(self.num_layers)]
@@ -59,11 +59,8 @@ class CoordinatewiseLSTMNet:
         if self.preprocessing != "log_sign":
             return grads[None]
         p = self.preprocessing_p
-        magnitude = grads.abs()
-        is_large = magnitude >= math.exp(-p)
-        safe = torch.where(is_large, magnitude, torch.ones_like(magnitude))
-        first = torch.where(is_large, torch.log(safe) / p, torch.full_like(grads, -1.0))
-        second = torch.where(is_large, torch.sign(grads), math.exp(p) * grads)
+        first = _clipped_log(grads.abs(), p)
+        second = torch.where(grads.abs() >= math.exp(-p), torch.sign(grads), math.exp(p) * grads)
         return torch.stack([first, second])
 
     def normalized_features(
@@ -82,10 +79,7 @@ class CoordinatewiseLSTMNet:
         )
         features = torch.cat([grads[None], moments[1:]]) * inverse_rms
         if self.log_rms_feature:
-            p = self.preprocessing_p
-            is_large = mean_square >= math.exp(-2.0 * p)
-            safe = torch.where(is_large, mean_square, torch.ones_like(mean_square))
-            log_rms = torch.where(is_large, 0.5 * torch.log(safe) / p, -1.0)
+            log_rms = _clipped_log(mean_square, 2.0 * self.preprocessing_p)
             features = torch.cat([features, log_rms[None]])
         return features, moments
 
@@ -134,6 +128,14 @@ class CoordinatewiseLSTMNet:
     def zero_moments(self, coordinates: int) -> torch.Tensor:
         """The initial (all-zero) running moments of `coordinates` coordinates."""
         return torch.zeros(self.num_moments, coordinates)
+
+
+def _clipped_log(magnitude: torch.Tensor, q: float) -> torch.Tensor:
+    """log(magnitude) / q where magnitude >= e^-q, else -1
+    (`l2lgd.optimizers.preprocess.clipped_log`)."""
+    is_large = magnitude >= math.exp(-q)
+    safe = torch.where(is_large, magnitude, torch.ones_like(magnitude))
+    return torch.where(is_large, torch.log(safe) / q, -1.0)
 
 
 def _dense(params: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

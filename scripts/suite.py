@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ablation import l2l, paired_ratio, ratio_cell
 
-from l2lgd.results import load_comparison
+from l2lgd.results import GRID_EDGE, load_comparison
 
 SUITE = {
     "quadratic": "quadratic",
@@ -63,7 +63,7 @@ def main() -> None:
             **dict(zip(("ratio", "low", "high"), ratio or (None, None, None), strict=True)),
         }
         rows.append(
-            f"| {task} | {reference}{' (grid edge)' * best.tuned_on_grid_edge} | "
+            f"| {task} | {reference}{f' ({GRID_EDGE})' * best.tuned_on_grid_edge} | "
             f"{ratio_cell(comparison, general, reference)} | "
             f"{ratio_cell(comparison, special, reference)} ({specialist}) |"
         )

@@ -24,13 +24,19 @@ def log_sign_preprocess(grad: jax.Array, p: float = 10.0) -> jax.Array:
     References:
       Andrychowicz et al., 2016, Appendix A (arXiv 1606.04474).
     """
-    abs_grad = jnp.abs(grad)
-    is_large = abs_grad >= jnp.exp(-p)
-    # The `where` guards log(0) in the unused branch so that its gradient stays finite.
-    safe_abs = jnp.where(is_large, abs_grad, 1.0)
-    first = jnp.where(is_large, jnp.log(safe_abs) / p, -1.0)
+    is_large = jnp.abs(grad) >= jnp.exp(-p)
     second = jnp.where(is_large, jnp.sign(grad), jnp.exp(p) * grad)
-    return jnp.stack([first, second], axis=-1)
+    return jnp.stack([clipped_log(jnp.abs(grad), p), second], axis=-1)
+
+
+def clipped_log(magnitude: jax.Array, q: float) -> jax.Array:
+    """log(magnitude) / q where magnitude >= e^-q, else -1: values in [-1, inf) that meet at
+    the threshold. log/sign's first feature (q = p), and log(RMS) / p from the mean square
+    (q = 2p, since log(RMS) / p = log(mean square) / 2p)."""
+    is_large = magnitude >= jnp.exp(-q)
+    # The `where` guards log(0) in the unused branch so that its gradient stays finite.
+    safe = jnp.where(is_large, magnitude, 1.0)
+    return jnp.where(is_large, jnp.log(safe) / q, -1.0)
 
 
 def preprocess(grad: jax.Array, kind: str, p: float) -> jax.Array:
@@ -95,7 +101,4 @@ def log_rms_feature(mean_square: jax.Array, p: float) -> jax.Array:
     """(1, coordinates): log(running RMS) / p, and -1 where the RMS is below e^-p, as log/sign's
     first feature treats |g|. It hands back the scale that the normalized inputs remove, for an
     LSTM meta-trained over a range of scales to use where the scale tells the step that fits."""
-    is_large = mean_square >= jnp.exp(-2.0 * p)
-    # The `where` guards log(0) in the unused branch so that its gradient stays finite.
-    safe = jnp.where(is_large, mean_square, 1.0)
-    return jnp.where(is_large, 0.5 * jnp.log(safe) / p, -1.0)[None]
+    return clipped_log(mean_square, 2.0 * p)[None]
